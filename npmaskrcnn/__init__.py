@@ -1,0 +1,23 @@
+"""npmaskrcnn: Mask R-CNN from scratch in NumPy, running unchanged on CuPy."""
+
+from .backend import (
+    Generator,
+    asnumpy,
+    get_backend,
+    get_xp,
+    scatter_add,
+    set_backend,
+    to_backend,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Generator",
+    "asnumpy",
+    "get_backend",
+    "get_xp",
+    "scatter_add",
+    "set_backend",
+    "to_backend",
+]

@@ -1,0 +1,180 @@
+"""The array backend: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+This is the only module of npmaskrcnn that imports CuPy. Every other function finds
+its array module from its inputs::
+
+    xp = get_xp(x)          # numpy or cupy, whichever module x belongs to
+    y = xp.maximum(x, 0)
+
+and so runs unchanged on both. The few operations whose spelling differs between the
+two libraries live here:
+
+- ``scatter_add``: ``numpy.add.at`` vs ``cupyx.scatter_add``;
+- ``asnumpy``: a device-to-host copy (a no-op for NumPy arrays);
+- ``to_backend``: a host-to-device copy;
+- ``Generator``: random draws made on the host with NumPy's PCG64 and then moved to
+  the device, so a seed gives the *same numbers* on both backends (CuPy's own
+  generator would give different ones).
+
+The default backend is read once from the environment variable
+``NPMASKRCNN_BACKEND`` (``numpy`` or ``cupy``) and can be changed with
+``set_backend``; the command line's ``--backend`` calls it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy")
+_backend: str | None = None
+
+
+class BackendError(RuntimeError):
+    """The requested backend cannot be used (e.g. CuPy is not installed, or no GPU)."""
+
+
+def _import_cupy():
+    try:
+        import cupy  # the one place CuPy is imported
+    except ImportError as err:  # pragma: no cover - depends on the machine
+        raise BackendError(
+            "backend 'cupy' was requested but CuPy is not installed: "
+            "pip install 'npmaskrcnn[gpu]' (cupy-cuda12x) on a machine with an NVIDIA GPU"
+        ) from err
+    return cupy
+
+
+def cupy_available() -> bool:
+    """True when CuPy imports *and* at least one CUDA device is visible."""
+    try:
+        cupy = _import_cupy()
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def get_backend() -> str:
+    """The name of the default backend: ``NPMASKRCNN_BACKEND`` or ``'numpy'``."""
+    global _backend
+    if _backend is None:
+        set_backend(os.environ.get("NPMASKRCNN_BACKEND", "numpy"))
+    return _backend  # type: ignore[return-value]
+
+
+def set_backend(name: str) -> None:
+    """Choose the default backend (``'numpy'`` or ``'cupy'``) for new arrays."""
+    global _backend
+    name = str(name).lower()
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}: choose one of {BACKENDS}")
+    if name == "cupy" and not cupy_available():
+        _import_cupy()  # raises the install message when CuPy is missing
+        raise BackendError("backend 'cupy' was requested but CuPy sees no CUDA device")
+    _backend = name
+
+
+def xp_for(name: str | None = None):
+    """The array module of backend ``name`` (the default backend when None)."""
+    name = get_backend() if name is None else name
+    if name == "numpy":
+        return np
+    if name == "cupy":
+        return _import_cupy()
+    raise BackendError(f"unknown backend {name!r}: choose one of {BACKENDS}")
+
+
+def is_cupy_array(x: Any) -> bool:
+    """True for a ``cupy.ndarray``; never imports CuPy to find out."""
+    cupy = sys.modules.get("cupy")
+    return cupy is not None and isinstance(x, cupy.ndarray)
+
+
+def get_xp(*arrays: Any):
+    """The array module (numpy or cupy) that the given arrays belong to.
+
+    Non-array arguments (None, Python scalars) are ignored; with no CuPy array
+    among the arguments the answer is NumPy.
+    """
+    for a in arrays:
+        if is_cupy_array(a):
+            return sys.modules["cupy"]
+    return np
+
+
+def asnumpy(x: Any) -> np.ndarray:
+    """A NumPy copy of ``x`` on the host (no copy when it already is NumPy)."""
+    if is_cupy_array(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def to_backend(x: Any, backend: str | None = None, dtype=None):
+    """``x`` as an array of ``backend`` (default: the default backend)."""
+    xp = xp_for(backend)
+    if xp is np:
+        return np.asarray(asnumpy(x), dtype=dtype)
+    return xp.asarray(x, dtype=dtype)
+
+
+def scatter_add(target, indices, values) -> None:
+    """``target[indices] += values`` with repeated indices accumulated, in place.
+
+    NumPy spells this ``np.add.at``; CuPy spells it ``cupyx.scatter_add``. Plain
+    ``target[indices] += values`` would keep only one of several writes to the same
+    element, which is wrong for every backward pass that scatters gradients.
+    """
+    if is_cupy_array(target):
+        import cupyx  # noqa: PLC0415 - only reachable with CuPy arrays
+
+        cupyx.scatter_add(target, indices, values)
+    else:
+        np.add.at(target, indices, values)
+
+
+class Generator:
+    """A seeded random generator that gives the same draws on NumPy and CuPy.
+
+    Draws are made on the host with ``numpy.random.Generator(PCG64(seed))`` and then
+    moved to the backend, so a training run on the GPU sees exactly the numbers
+    that the CPU run sees. The state can be saved and restored (checkpoints).
+    """
+
+    def __init__(self, seed: int | None = 0, backend: str | None = None):
+        self.seed = seed
+        self.backend = backend
+        self._rng = np.random.Generator(np.random.PCG64(seed))
+
+    def _out(self, a, dtype=None):
+        return to_backend(a, self.backend, dtype=dtype)
+
+    def normal(self, loc=0.0, scale=1.0, size=None, dtype=np.float32):
+        return self._out(self._rng.normal(loc, scale, size), dtype)
+
+    def uniform(self, low=0.0, high=1.0, size=None, dtype=np.float32):
+        return self._out(self._rng.uniform(low, high, size), dtype)
+
+    def integers(self, low, high=None, size=None):
+        return self._out(self._rng.integers(low, high, size), np.int64)
+
+    def permutation(self, n: int):
+        """A random permutation of ``range(n)`` as an int64 array on the backend."""
+        return self._out(self._rng.permutation(n), np.int64)
+
+    def spawn_seed(self) -> int:
+        """A fresh integer seed drawn from this generator (for child generators)."""
+        return int(self._rng.integers(0, 2**31 - 1))
+
+    @property
+    def host(self) -> np.random.Generator:
+        """The underlying NumPy generator (host-only code: data loading, plotting)."""
+        return self._rng
+
+    def get_state(self) -> dict:
+        return self._rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self._rng.bit_generator.state = state

@@ -1,0 +1,275 @@
+"""``Module``: a thin holder of named parameters around the functional layer pairs.
+
+There is no autograd engine. A module
+
+- holds ``params`` and ``grads`` (dicts of arrays, same keys) and ``buffers``
+  (arrays that are saved but not trained, e.g. FrozenBatchNorm statistics);
+- in ``forward(x)`` calls the functional ``op_forward`` and *pushes* its cache;
+- in ``backward(dout)`` *pops* the cache, calls ``op_backward``, accumulates the
+  parameter gradients into ``grads`` (``+=``: a shared module used several times,
+  like the RPN head on every FPN level, sums its gradients) and returns the input
+  gradient.
+
+Caches form a stack, so calling ``forward`` k times and then ``backward`` k times in
+reverse order is correct by construction. A composite module calls its children's
+``backward`` in exactly the reverse order of its ``forward``.
+
+Names: a child registered as attribute ``layer1`` whose own child ``0`` has the
+parameter ``weight`` is reported as ``layer1.0.weight`` — PyTorch's ``state_dict``
+keys, so weights map one-to-one onto torchvision's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..backend import Generator, asnumpy, get_xp, to_backend
+
+
+class Module:
+    """Base class: named params/grads/buffers, children, train/eval, state dicts."""
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_children", OrderedDict())
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.buffers: dict = {}
+        self.training = True
+        self.requires_grad = True  # False: frozen (no grads accumulated, not optimised)
+        self._caches: list = []
+
+    # ----------------------------------------------------------------- structure
+    def __setattr__(self, name, value):
+        if isinstance(value, Module):
+            self._children[name] = value
+        object.__setattr__(self, name, value)
+
+    def add_module(self, name: str, module: Module) -> Module:
+        """Register ``module`` under ``name`` (which may be a digit, as in Sequential)."""
+        self._children[str(name)] = module
+        object.__setattr__(self, str(name), module)
+        return module
+
+    def children(self) -> Iterator[tuple[str, Module]]:
+        yield from self._children.items()
+
+    def modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """This module and every descendant, with dotted names, depth first."""
+        yield prefix, self
+        for name, child in self._children.items():
+            yield from child.modules(f"{prefix}.{name}" if prefix else name)
+
+    def add_param(self, name: str, value) -> None:
+        """Register a trainable parameter and its zero gradient."""
+        self.params[name] = value
+        self.grads[name] = get_xp(value).zeros_like(value)
+
+    # ----------------------------------------------------------------- naming
+    def named_parameters(self, trainable_only: bool = False):
+        """(full name, module, key) for every parameter, in registration order."""
+        for prefix, m in self.modules():
+            if trainable_only and not m.requires_grad:
+                continue
+            for k in m.params:
+                yield (f"{prefix}.{k}" if prefix else k), m, k
+
+    def parameters(self, trainable_only: bool = False) -> dict:
+        """Full name -> parameter array (the arrays themselves, not copies)."""
+        return {n: m.params[k] for n, m, k in self.named_parameters(trainable_only)}
+
+    def gradients(self, trainable_only: bool = False) -> dict:
+        """Full name -> gradient array (the arrays themselves, not copies)."""
+        return {n: m.grads[k] for n, m, k in self.named_parameters(trainable_only)}
+
+    def num_parameters(self) -> int:
+        return sum(int(p.size) for p in self.parameters().values())
+
+    # ----------------------------------------------------------------- modes
+    def train(self, mode: bool = True) -> Module:
+        for _, m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def freeze(self) -> Module:
+        """Stop training this module and its children (as ``requires_grad_(False)``)."""
+        for _, m in self.modules():
+            m.requires_grad = False
+        return self
+
+    def zero_grad(self) -> None:
+        for _, m in self.modules():
+            for g in m.grads.values():
+                g[...] = 0
+            m._caches.clear()
+
+    def accumulate(self, name: str, grad) -> None:
+        """``grads[name] += grad`` unless the module is frozen."""
+        if self.requires_grad:
+            self.grads[name] += grad
+
+    def push(self, cache) -> None:
+        """Keep a forward cache for the matching backward (only while training)."""
+        if self.training:
+            self._caches.append(cache)
+
+    def pop(self):
+        if not self._caches:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward called without a matching forward "
+                "in training mode"
+            )
+        return self._caches.pop()
+
+    # ----------------------------------------------------------------- dtype/device
+    def to(self, dtype=None, backend: str | None = None) -> Module:
+        """Cast every param, grad and buffer to ``dtype`` and/or move to ``backend``."""
+        for _, m in self.modules():
+            for d in (m.params, m.grads, m.buffers):
+                for k, v in d.items():
+                    if backend is not None:
+                        v = to_backend(v, backend)
+                    d[k] = v.astype(dtype) if dtype is not None else v
+            m._caches.clear()
+        return self
+
+    # ----------------------------------------------------------------- state dicts
+    def state_dict(self) -> OrderedDict:
+        """Full name -> array for every parameter and buffer (PyTorch's key names)."""
+        sd = OrderedDict()
+        for prefix, m in self.modules():
+            for k, v in list(m.params.items()) + list(m.buffers.items()):
+                sd[f"{prefix}.{k}" if prefix else k] = v
+        return sd
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copy arrays from ``state`` into this module, checking names and shapes.
+
+        Raises:
+            KeyError: with ``strict``, a missing or unexpected key (all of them named).
+            ValueError: a shape mismatch, naming the key and both shapes.
+        """
+        own = {}
+        for prefix, m in self.modules():
+            for d in (m.params, m.buffers):
+                for k in d:
+                    own[f"{prefix}.{k}" if prefix else k] = (d, k)
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and (missing or unexpected):
+            raise KeyError(
+                f"load_state_dict: missing keys {missing[:10]}"
+                f"{' ...' if len(missing) > 10 else ''}, unexpected keys {unexpected[:10]}"
+                f"{' ...' if len(unexpected) > 10 else ''}"
+            )
+        for name, (d, k) in own.items():
+            if name not in state:
+                continue
+            value = state[name]
+            if tuple(value.shape) != tuple(d[k].shape):
+                raise ValueError(
+                    f"load_state_dict: shape mismatch for {name!r}: "
+                    f"checkpoint has {tuple(value.shape)}, model has {tuple(d[k].shape)}"
+                )
+            xp = get_xp(d[k])
+            d[k][...] = xp.asarray(value, dtype=d[k].dtype)
+
+    def save(self, path: str) -> None:
+        """Write the state dict to ``.npz`` (no pickle) or ``.safetensors``."""
+        save_arrays(path, {k: asnumpy(v) for k, v in self.state_dict().items()})
+
+    def load(self, path: str, strict: bool = True) -> None:
+        """Read a state dict written by ``save`` (``.npz`` or ``.safetensors``)."""
+        self.load_state_dict(load_arrays(path), strict=strict)
+
+    # ----------------------------------------------------------------- calling
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, dout):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.params.items())
+        kids = "".join(
+            "\n  " + f"({n}): {c!r}".replace("\n", "\n  ") for n, c in self._children.items()
+        )
+        return f"{type(self).__name__}({shapes}){kids}"
+
+
+class Sequential(Module):
+    """Children called in order; backward calls them in reverse order."""
+
+    def __init__(self, *modules: Module):
+        super().__init__()
+        for i, m in enumerate(modules):
+            self.add_module(str(i), m)
+
+    def __iter__(self):
+        return iter(self._children.values())
+
+    def __len__(self) -> int:
+        return len(self._children)
+
+    def __getitem__(self, i: int) -> Module:
+        return list(self._children.values())[i]
+
+    def forward(self, x):
+        for m in self._children.values():
+            x = m(x)
+        return x
+
+    def backward(self, dout):
+        for m in reversed(list(self._children.values())):
+            dout = m.backward(dout)
+        return dout
+
+
+def kaiming_uniform(rng: Generator, shape: tuple, fan_in: int, dtype=np.float32):
+    """PyTorch's default weight init for Conv/Linear: U(-b, b), b = 1/sqrt(fan_in).
+
+    (``kaiming_uniform_(a=sqrt(5))`` gives gain sqrt(2/(1+5)) and bound
+    gain * sqrt(3/fan_in) = 1/sqrt(fan_in).) Biases use the same bound.
+    """
+    bound = 1.0 / math.sqrt(max(fan_in, 1))
+    return rng.uniform(-bound, bound, shape, dtype=dtype)
+
+
+def kaiming_normal(rng: Generator, shape: tuple, fan_out: int, dtype=np.float32):
+    """He et al. 2015 normal init, ``mode='fan_out'``, for ReLU nets (torchvision ResNet)."""
+    return rng.normal(0.0, math.sqrt(2.0 / max(fan_out, 1)), shape, dtype=dtype)
+
+
+def save_arrays(path: str, arrays: dict) -> None:
+    """Write named NumPy arrays to ``.npz`` or ``.safetensors`` (chosen by suffix)."""
+    path = str(path)
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import save_file  # optional dependency
+
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, path)
+    else:
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def load_arrays(path: str) -> dict:
+    """Read named arrays from ``.npz`` (``allow_pickle=False``) or ``.safetensors``."""
+    path = str(path)
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file  # optional dependency
+
+        return dict(load_file(path))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable .npz state dict ({err})") from err
