@@ -1,0 +1,284 @@
+"""COCO evaluation: detections -> COCO result records -> ``COCOeval`` box and mask AP.
+
+The path is the one of torchvision's ``references/detection/coco_eval.py`` and detectron2's
+``COCOEvaluator``::
+
+    model.predict(images)                     boxes x1y1x2y2, labels 1..K-1, scores, masks
+      -> predictions_to_coco                  bbox [x, y, w, h], category_id, RLE segmentation
+      -> coco_evaluate (pycocotools COCOeval) the 12 summary numbers per IoU type
+
+Host-only code: arrays are brought to NumPy with :func:`~npmaskrcnn.backend.asnumpy` at the
+boundary, and no gradient flows here. The numbers are COCO's fractions in [0, 1]; COCO writes
+-1 where a number is undefined (no ground truth in that area range or category).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tqdm.auto import tqdm
+
+from ..backend import asnumpy, to_backend
+
+# The 12 numbers of COCOeval.summarize, in the order of ``COCOeval.stats``.
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
+              "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+STAT_DESCRIPTIONS = (
+    "AP  @[IoU=0.50:0.95 | area=   all | maxDets=100]",
+    "AP  @[IoU=0.50      | area=   all | maxDets=100]",
+    "AP  @[IoU=0.75      | area=   all | maxDets=100]",
+    "AP  @[IoU=0.50:0.95 | area= small | maxDets=100]",
+    "AP  @[IoU=0.50:0.95 | area=medium | maxDets=100]",
+    "AP  @[IoU=0.50:0.95 | area= large | maxDets=100]",
+    "AR  @[IoU=0.50:0.95 | area=   all | maxDets=  1]",
+    "AR  @[IoU=0.50:0.95 | area=   all | maxDets= 10]",
+    "AR  @[IoU=0.50:0.95 | area=   all | maxDets=100]",
+    "AR  @[IoU=0.50:0.95 | area= small | maxDets=100]",
+    "AR  @[IoU=0.50:0.95 | area=medium | maxDets=100]",
+    "AR  @[IoU=0.50:0.95 | area= large | maxDets=100]",
+)
+IOU_TYPES = ("bbox", "segm")
+
+
+def _category_lookup(labels: np.ndarray, contiguous_to_cat_id) -> list[int]:
+    """COCO category ids of contiguous ``labels`` through a dict, a sequence, or None (same)."""
+    if contiguous_to_cat_id is None:
+        return [int(k) for k in labels]
+    try:
+        return [int(contiguous_to_cat_id[int(k)]) for k in labels]
+    except (KeyError, IndexError) as err:
+        raise ValueError(f"label {err.args[0]} has no COCO category id in the mapping "
+                         f"({type(contiguous_to_cat_id).__name__} of "
+                         f"{len(contiguous_to_cat_id)} entries)") from err
+
+
+def encode_masks(binary_masks: np.ndarray) -> list[dict]:
+    """Compressed COCO RLEs of (D, H, W) binary masks, with ``counts`` as str (JSON-ready).
+
+    pycocotools wants a Fortran-ordered (H, W, D) uint8 array and returns ``counts`` as bytes,
+    which ``json`` cannot write; they are decoded to ASCII (``mask_utils.decode`` accepts both).
+    """
+    if len(binary_masks) == 0:
+        return []
+    stacked = np.asfortranarray(binary_masks.transpose(1, 2, 0).astype(np.uint8))  # (H, W, D)
+    rles = mask_utils.encode(stacked)
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
+
+
+def predictions_to_coco(predictions, image_ids, contiguous_to_cat_id, mask_threshold=0.5):
+    """Model detections as COCO result records (the format of a COCO results JSON).
+
+    Args:
+        predictions: list of N dicts (one per image, as ``MaskRCNN.predict`` returns): ``boxes``
+            (D, 4) x1y1x2y2 in original image pixels, ``labels`` (D,) contiguous class indices
+            1..K-1, ``scores`` (D,), optionally ``masks`` (D, H, W) or (D, 1, H, W) probabilities.
+            NumPy or CuPy arrays.
+        image_ids: N COCO image ids, in the order of ``predictions``.
+        contiguous_to_cat_id: label -> COCO category id, a dict or a sequence indexed by label
+            (``CocoDataset.contiguous_to_cat_id``); None when labels already are category ids.
+        mask_threshold: a pixel belongs to the mask where its probability is > this value (the
+            paper binarises at 0.5; torchvision's ``coco_eval`` uses ``masks > 0.5``).
+    Returns:
+        One dict per detection: ``image_id``, ``category_id``, ``bbox`` [x, y, w, h] (COCO's
+        box, w = x2 - x1), ``score``, and with masks ``segmentation``, a compressed RLE whose
+        ``counts`` is a str.
+    Raises:
+        ValueError: lengths differ, or a label has no category id.
+    """
+    image_ids = list(image_ids)
+    if len(predictions) != len(image_ids):
+        raise ValueError(f"{len(predictions)} predictions for {len(image_ids)} image ids")
+    results = []
+    for pred, image_id in zip(predictions, image_ids):
+        boxes = asnumpy(pred["boxes"]).astype(np.float64).reshape(-1, 4)
+        labels = asnumpy(pred["labels"]).reshape(-1)
+        scores = asnumpy(pred["scores"]).astype(np.float64).reshape(-1)
+        if not len(boxes) == len(labels) == len(scores):
+            raise ValueError(f"image {image_id}: {len(boxes)} boxes, {len(labels)} labels and "
+                             f"{len(scores)} scores")
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # (D, 4)
+        category_ids = _category_lookup(labels, contiguous_to_cat_id)
+        rles = None
+        if pred.get("masks") is not None:
+            masks = asnumpy(pred["masks"])
+            if masks.ndim == 4:  # (D, 1, H, W), torchvision's layout -> (D, H, W)
+                masks = masks[:, 0]
+            if len(masks) != len(boxes):
+                raise ValueError(f"image {image_id}: {len(masks)} masks for {len(boxes)} boxes")
+            rles = encode_masks(masks > mask_threshold)
+        for d in range(len(boxes)):
+            record = {"image_id": int(image_id), "category_id": category_ids[d],
+                      "bbox": xywh[d].tolist(), "score": float(scores[d])}
+            if rles is not None:
+                record["segmentation"] = rles[d]
+            results.append(record)
+    return results
+
+
+def _load_results(coco_gt: COCO, results: list[dict]) -> COCO:
+    """The results as a pycocotools ``COCO`` object, also when there are none.
+
+    ``COCO.loadRes`` reads ``results[0]`` to guess the result type and fails on an empty list;
+    an empty result set is built by hand instead (COCOeval then scores every category 0).
+    """
+    known = set(coco_gt.getImgIds())
+    unknown = sorted({r["image_id"] for r in results} - known)
+    if unknown:
+        raise ValueError(f"results for image ids {unknown[:10]} that are not in the ground truth")
+    with contextlib.redirect_stdout(io.StringIO()):  # loadRes/createIndex print progress
+        if results:
+            return coco_gt.loadRes(results)
+        coco_dt = COCO()
+        coco_dt.dataset = {"images": list(coco_gt.dataset["images"]),
+                           "categories": list(coco_gt.dataset["categories"]),
+                           "annotations": []}
+        coco_dt.createIndex()
+    return coco_dt
+
+
+def _per_category(coco_eval: COCOeval, coco_gt: COCO) -> dict:
+    """{category name: {"AP", "AP50"}} from the accumulated precision (-1: no ground truth).
+
+    ``eval["precision"]`` is (T IoU thresholds, R recall points, K categories, A area ranges,
+    M max-detections); area "all" is index 0 and maxDets=100 is the last index.
+    """
+    precision = coco_eval.eval["precision"]
+    table = {}
+    for k, cat_id in enumerate(coco_eval.params.catIds):
+        name = coco_gt.cats[int(cat_id)]["name"]
+        row = {}
+        for key, thresholds in (("AP", slice(None)), ("AP50", slice(0, 1))):
+            p = precision[thresholds, :, k, 0, -1]
+            p = p[p > -1]
+            row[key] = float(p.mean()) if p.size else -1.0
+        table[name] = row
+    return table
+
+
+def coco_evaluate(coco_gt: COCO, results, iou_types=IOU_TYPES, per_category=False,
+                  image_ids=None, verbose=True) -> dict:
+    """Run pycocotools' ``COCOeval`` for each IoU type and collect the 12 summary numbers.
+
+    Args:
+        coco_gt: the ground truth, a pycocotools ``COCO`` (``CocoDataset.coco``).
+        results: COCO result records (:func:`predictions_to_coco`); may be empty.
+        iou_types: any of "bbox", "segm". "segm" is skipped, with a warning, when the results
+            carry no ``segmentation``.
+        per_category: also return, per IoU type, ``per_category`` {name: {"AP", "AP50"}}.
+        image_ids: evaluate only these images (the ones that were predicted); None: all of the
+            ground truth's images. An image left out of ``results`` but listed here counts
+            its ground truth as missed.
+        verbose: print COCO's standard 12-line summary for each IoU type.
+    Returns:
+        {iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs",
+        "ARm", "ARl"} (+ "per_category")}, fractions in [0, 1], -1 where undefined.
+    """
+    results = list(results)
+    metrics = {}
+    for iou_type in iou_types:
+        if iou_type not in IOU_TYPES:
+            raise ValueError(f"unknown iou type {iou_type!r}: choose from {IOU_TYPES}")
+        if iou_type == "segm" and results and "segmentation" not in results[0]:
+            warnings.warn("segm evaluation skipped: the results have no segmentation",
+                          stacklevel=2)
+            continue
+        # loadRes writes area/id/iscrowd into each record: give it copies. For masks, leave the
+        # box out so that COCO takes each detection's area from its mask, not its box, for the
+        # small/medium/large split (as detectron2's COCOEvaluator does).
+        records = [{k: v for k, v in r.items() if not (iou_type == "segm" and k == "bbox")}
+                   for r in results]
+        coco_dt = _load_results(coco_gt, records)
+        coco_eval = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+        if image_ids is not None:
+            coco_eval.params.imgIds = sorted(int(i) for i in image_ids)
+        with contextlib.redirect_stdout(io.StringIO()):  # evaluate/accumulate print timings
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+        summary = io.StringIO()
+        with contextlib.redirect_stdout(summary):
+            coco_eval.summarize()
+        if verbose:
+            print(f"IoU metric: {iou_type}\n{summary.getvalue()}", end="")
+        metrics[iou_type] = {name: float(v) for name, v in zip(STAT_NAMES, coco_eval.stats)}
+        if per_category:
+            metrics[iou_type]["per_category"] = _per_category(coco_eval, coco_gt)
+    return metrics
+
+
+def evaluate(model, dataset, out_dir=None, batch_size=1, per_category=False, progress=True):
+    """Predict every image of a COCO dataset and score the detections with ``COCOeval``.
+
+    Args:
+        model: has ``predict(list of (3, H, W) images) -> list of detection dicts``
+            (``MaskRCNN.predict``); box and mask AP are computed when the detections have
+            ``masks``, box AP alone otherwise.
+        dataset: a ``CocoDataset`` (``coco``, ``contiguous_to_cat_id``, ``image_ids``, items
+            ``(image, target)``) serving images at their original size, so that detections
+            and ground truth share pixel coordinates.
+        out_dir: when given, ``detections.json`` (the COCO results) and ``metrics.json`` are
+            written there.
+        batch_size: images per ``predict`` call.
+        per_category: add per-category AP tables (see :func:`coco_evaluate`).
+        progress: show a tqdm bar and print COCO's summary.
+    Returns:
+        The metrics dict of :func:`coco_evaluate`.
+    """
+    results, image_ids, has_masks = [], [], False
+    bar = tqdm(total=len(dataset), desc="evaluate", unit="img", disable=not progress)
+    for start in range(0, len(dataset), batch_size):
+        indices = range(start, min(start + batch_size, len(dataset)))
+        items = [dataset[i] for i in indices]
+        ids = [int(target.get("image_id", dataset.image_ids[i]))
+               for i, (_, target) in zip(indices, items)]
+        predictions = model.predict([to_backend(image) for image, _ in items])
+        has_masks = has_masks or any("masks" in p for p in predictions)
+        results.extend(predictions_to_coco(predictions, ids, dataset.contiguous_to_cat_id))
+        image_ids.extend(ids)
+        bar.update(len(items))
+    bar.close()
+    iou_types = IOU_TYPES if has_masks else ("bbox",)
+    metrics = coco_evaluate(dataset.coco, results, iou_types=iou_types,
+                            per_category=per_category, image_ids=image_ids, verbose=progress)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "detections.json").write_text(json.dumps(results), encoding="utf-8")
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    return metrics
+
+
+def _cell(value: float) -> str:
+    return "    -" if value < 0 else f"{value:5.3f}"
+
+
+def format_summary(metrics: dict) -> str:
+    """The 12 COCO numbers of each IoU type as a text table (``-`` where undefined).
+
+    Per-category tables follow when the metrics have them.
+    """
+    types = [t for t in IOU_TYPES if t in metrics]
+    if not types:
+        return "(no metrics)"
+    lines = [f"{'metric':<6} {'':<47} " + "  ".join(f"{t:>5}" for t in types)]
+    for name, description in zip(STAT_NAMES, STAT_DESCRIPTIONS):
+        cells = "  ".join(_cell(metrics[t][name]) for t in types)
+        lines.append(f"{name:<6} {description:<47} {cells}")
+    for t in types:
+        table = metrics[t].get("per_category")
+        if not table:
+            continue
+        width = max(len("category"), *(len(n) for n in table))
+        lines += ["", f"{t}: per category", f"{'category':<{width}}     AP   AP50"]
+        lines += [f"{name:<{width}}  {_cell(row['AP'])}  {_cell(row['AP50'])}"
+                  for name, row in table.items()]
+    return "\n".join(lines)

@@ -1,0 +1,328 @@
+"""Pictures of the data path: instances, anchors, proposals, predictions, loss curves.
+
+Host-only code. Arrays (NumPy or CuPy) are brought to the host with
+:func:`~npmaskrcnn.backend.asnumpy`; images may be (3, H, W) or (H, W, 3) in [0, 1] (uint8
+images are divided by 255). Figures are built as ``matplotlib.figure.Figure`` objects, not
+through pyplot, so no GUI backend is ever touched and nothing is shown: PNGs are rendered by
+Agg when a ``path`` is given, and the figure is returned (a notebook displays it). Colours are
+fixed per class (:func:`class_color`), so a class looks the same in every picture.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from .backend import asnumpy
+
+LOSS_KEYS = ("loss", "loss_objectness", "loss_rpn_box_reg", "loss_classifier",
+             "loss_box_reg", "loss_mask")
+_PALETTE = matplotlib.colormaps["tab20"].colors  # 20 distinct RGB triples in [0, 1]
+
+
+def class_color(label: int) -> tuple[float, float, float]:
+    """The RGB colour of a class index: fixed, 20 distinct colours before they repeat."""
+    return tuple(float(c) for c in _PALETTE[int(label) % len(_PALETTE)])
+
+
+def to_hwc(image) -> np.ndarray:
+    """An image as an (H, W, 3) float array in [0, 1] on the host.
+
+    Accepts (3, H, W), (1, H, W), (H, W, 3), (H, W, 1) and (H, W), float in [0, 1] or uint8.
+    A leading axis of 1 or 3 with a last axis that is neither is read as channels-first.
+    """
+    image = asnumpy(image)
+    if image.dtype == np.uint8:
+        image = image / 255.0
+    image = image.astype(np.float64)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    elif image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
+        image = image.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
+    if image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise ValueError(f"expected an image (3, H, W) or (H, W, 3), got shape {image.shape}")
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    return np.clip(image, 0.0, 1.0)
+
+
+def blend_masks(image: np.ndarray, masks: np.ndarray, colors, alpha: float = 0.5) -> np.ndarray:
+    """Paint binary masks over an image: ``out = (1 - alpha) * out + alpha * colour`` inside.
+
+    Args:
+        image: (H, W, 3) float in [0, 1].
+        masks: (D, H, W) bool, painted in order (a later mask over an earlier one).
+        colors: D RGB triples.
+        alpha: opacity of the paint.
+    Returns:
+        A new (H, W, 3) array.
+    """
+    out = np.array(image, dtype=np.float64)
+    for mask, color in zip(masks, colors):
+        out[mask] = (1.0 - alpha) * out[mask] + alpha * np.asarray(color, dtype=np.float64)
+    return out
+
+
+def _name(label: int, class_names) -> str:
+    if class_names is not None and 0 <= label < len(class_names):
+        return str(class_names[label])
+    return str(label)
+
+
+def draw_instances(ax, image, boxes, labels, scores=None, masks=None, class_names=None,
+                   score_thresh=0.5, alpha=0.5):
+    """Draw an image with its instances: translucent masks with contours, boxes, captions.
+
+    Args:
+        ax: a matplotlib Axes.
+        image: (3, H, W) or (H, W, 3) in [0, 1].
+        boxes: (D, 4) x1y1x2y2 pixels.
+        labels: (D,) class indices (coloured with :func:`class_color`).
+        scores: (D,) or None; instances scoring below ``score_thresh`` are not drawn, and the
+            caption reads "name 0.93".
+        masks: (D, H, W) or (D, 1, H, W) probabilities or binary masks (drawn where > 0.5), or
+            None.
+        class_names: index -> name (``CocoDataset.class_names``); None: the index is shown.
+        score_thresh: smallest score drawn (ignored without scores).
+        alpha: opacity of the masks.
+    Returns:
+        The number of instances drawn.
+    """
+    img = to_hwc(image)
+    height, width = img.shape[:2]
+    boxes = asnumpy(boxes).reshape(-1, 4)
+    labels = asnumpy(labels).reshape(-1).astype(np.int64)
+    keep = np.ones(len(boxes), dtype=bool)
+    if scores is not None:
+        scores = asnumpy(scores).reshape(-1)
+        keep = scores >= score_thresh
+    binary = None
+    if masks is not None:
+        masks = asnumpy(masks)
+        if masks.ndim == 4:  # (D, 1, H, W) -> (D, H, W)
+            masks = masks[:, 0]
+        binary = masks[keep] > 0.5
+    colors = [class_color(k) for k in labels[keep]]
+    kept_scores = scores[keep] if scores is not None else None
+    if binary is not None:
+        img = blend_masks(img, binary, colors, alpha)
+    ax.imshow(img, extent=(0, width, height, 0), interpolation="nearest")
+    for d, (box, label) in enumerate(zip(boxes[keep], labels[keep])):
+        color = colors[d]
+        if binary is not None and binary[d].any() and not binary[d].all():
+            # contour of the 0/1 map at 1/2; pixel (i, j) has its centre at (j + .5, i + .5)
+            ax.contour(np.arange(width) + 0.5, np.arange(height) + 0.5,
+                       binary[d].astype(np.float64), levels=[0.5], colors=[color],
+                       linewidths=1.0)
+        x1, y1, x2, y2 = (float(v) for v in box)
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color,
+                               linewidth=1.5))
+        caption = _name(int(label), class_names)
+        if kept_scores is not None:
+            caption += f" {float(kept_scores[d]):.2f}"
+        ax.text(x1, y1, caption, fontsize=7, color="white", va="bottom", ha="left",
+                bbox={"facecolor": color, "alpha": 0.8, "pad": 1.0, "edgecolor": "none"})
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_axis_off()
+    return int(keep.sum())
+
+
+def _figure(image, ncols: int = 1, scale: float = 6.0) -> Figure:
+    """A figure of ``ncols`` panels shaped like the image, ``scale`` inches on its long side."""
+    height, width = to_hwc(image).shape[:2]
+    side = scale / max(height, width)
+    return Figure(figsize=(max(width * side, 2.0) * ncols, max(height * side, 2.0) + 0.4))
+
+
+def save_figure(fig: Figure, path=None, dpi: int = 100) -> Figure:
+    """Write ``fig`` as an image file when ``path`` is given (folders created); return it."""
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return fig
+
+
+def show_prediction(image, prediction, class_names=None, path=None, score_thresh=0.5) -> Figure:
+    """One image with a model's detections (``boxes``, ``labels``, ``scores``, ``masks``)."""
+    fig = _figure(image)
+    ax = fig.add_subplot(1, 1, 1)
+    shown = draw_instances(ax, image, prediction["boxes"], prediction["labels"],
+                           prediction.get("scores"), prediction.get("masks"), class_names,
+                           score_thresh)
+    ax.set_title(f"prediction: {shown} detections, score >= {score_thresh}", fontsize=9)
+    return save_figure(fig, path)
+
+
+def show_gt_vs_pred(image, target, prediction, class_names=None, path=None,
+                    score_thresh=0.5) -> Figure:
+    """Ground truth (left) and prediction (right) of the same image, side by side."""
+    fig = _figure(image, ncols=2)
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    n_gt = draw_instances(left, image, target["boxes"], target["labels"], None,
+                          target.get("masks"), class_names)
+    left.set_title(f"ground truth: {n_gt} instances", fontsize=9)
+    n_pred = draw_instances(right, image, prediction["boxes"], prediction["labels"],
+                            prediction.get("scores"), prediction.get("masks"), class_names,
+                            score_thresh)
+    right.set_title(f"prediction: {n_pred} detections, score >= {score_thresh}", fontsize=9)
+    return save_figure(fig, path)
+
+
+def _draw_boxes(ax, boxes, values, cmap_name: str, linewidth: float = 0.8):
+    """Unfilled boxes coloured by ``values`` through a colormap; returns the colour norm."""
+    norm = Normalize(vmin=float(values.min()), vmax=float(values.max()))
+    if norm.vmin == norm.vmax:
+        norm = Normalize(vmin=norm.vmin - 1.0, vmax=norm.vmax + 1.0)
+    cmap = matplotlib.colormaps[cmap_name]
+    for box, value in zip(boxes, values):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False,
+                               edgecolor=cmap(norm(value)), linewidth=linewidth))
+    return norm
+
+
+def _colorbar(fig, ax, norm, cmap_name: str, label: str) -> None:
+    mappable = ScalarMappable(norm=norm, cmap=cmap_name)
+    fig.colorbar(mappable, ax=ax, fraction=0.04, pad=0.02, label=label)
+
+
+def show_anchors(image, anchors, path=None, max_anchors=300, seed=0) -> Figure:
+    """Anchors over an image, coloured by size sqrt(w h); the view widens to show boxes that
+    cross the border. With more than ``max_anchors``, a seeded random subset is drawn.
+
+    Args:
+        image: (3, H, W) or (H, W, 3) in [0, 1].
+        anchors: (A, 4) x1y1x2y2 in image pixels (``AnchorGenerator`` output for one image).
+    """
+    img = to_hwc(image)
+    height, width = img.shape[:2]
+    anchors = asnumpy(anchors).reshape(-1, 4).astype(np.float64)
+    total = len(anchors)
+    if total > max_anchors:
+        pick = np.random.default_rng(seed).choice(total, max_anchors, replace=False)
+        anchors = anchors[np.sort(pick)]
+    fig = _figure(image)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(img, extent=(0, width, height, 0), interpolation="nearest")
+    if len(anchors):
+        sizes = np.sqrt((anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1]))
+        norm = _draw_boxes(ax, anchors, sizes, "viridis")
+        centres = (anchors[:, :2] + anchors[:, 2:]) / 2
+        ax.plot(centres[:, 0], centres[:, 1], ".", color="white", markersize=2)
+        _colorbar(fig, ax, norm, "viridis", "anchor size sqrt(wh)")
+        ax.set_xlim(min(0.0, anchors[:, 0].min()), max(width, anchors[:, 2].max()))
+        ax.set_ylim(max(height, anchors[:, 3].max()), min(0.0, anchors[:, 1].min()))
+    ax.set_title(f"{len(anchors)} of {total} anchors", fontsize=9)
+    return save_figure(fig, path)
+
+
+def show_proposals(image, proposals, scores=None, top=50, path=None) -> Figure:
+    """The ``top`` proposals over an image (highest scores first when scores are given),
+    coloured by objectness score, or by rank without scores."""
+    img = to_hwc(image)
+    height, width = img.shape[:2]
+    proposals = asnumpy(proposals).reshape(-1, 4).astype(np.float64)
+    if scores is not None:
+        scores = asnumpy(scores).reshape(-1).astype(np.float64)
+        order = np.argsort(-scores, kind="stable")[:top]
+        proposals, values, label = proposals[order], scores[order], "objectness score"
+    else:
+        proposals = proposals[:top]
+        values, label = -np.arange(len(proposals), dtype=np.float64), "minus rank"
+    fig = _figure(image)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(img, extent=(0, width, height, 0), interpolation="nearest")
+    if len(proposals):
+        norm = _draw_boxes(ax, proposals, values, "plasma", linewidth=1.0)
+        _colorbar(fig, ax, norm, "plasma", label)
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_axis_off()
+    ax.set_title(f"top {len(proposals)} proposals", fontsize=9)
+    return save_figure(fig, path)
+
+
+def read_log(log) -> list[dict]:
+    """Records of a JSON-lines training log (a path), or the list itself.
+
+    Blank lines are skipped; lines that are not JSON (a last line cut off by an interrupted
+    run) are skipped with one warning that counts them.
+    """
+    if not isinstance(log, (str, Path)):
+        return [dict(r) for r in log]
+    records, bad = [], 0
+    for line in Path(log).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            bad += 1
+    if bad:
+        warnings.warn(f"{log}: skipped {bad} line(s) that are not JSON", stacklevel=2)
+    return records
+
+
+def plot_loss_curves(log, path=None, keys=None) -> Figure:
+    """Training losses against iteration, log-scale y, one line per loss; lr on a twin axis.
+
+    Args:
+        log: path of a JSON-lines log (one record per line with ``iter`` and loss keys, as the
+            trainer writes) or a list of such dicts.
+        keys: the losses to plot; None: every key of :data:`LOSS_KEYS` and any other key that
+            starts with ``loss`` found in the log. Records without a key are skipped for it,
+            and values <= 0 are left out (log scale).
+    """
+    records = [r for r in read_log(log) if "iter" in r]
+    if keys is None:
+        found = {k for r in records for k in r if k.startswith("loss")}
+        keys = [k for k in LOSS_KEYS if k in found] + sorted(found - set(LOSS_KEYS))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    for key in keys:
+        points = [(r["iter"], float(r[key])) for r in records
+                  if r.get(key) is not None and float(r[key]) > 0]
+        if points:
+            it, value = zip(*points)
+            ax.plot(it, value, label=key, linewidth=2.0 if key == "loss" else 1.0)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.grid(True, which="both", alpha=0.3)
+    lr = [(r["iter"], float(r["lr"])) for r in records if r.get("lr") is not None]
+    if lr:
+        twin = ax.twinx()
+        it, value = zip(*lr)
+        twin.plot(it, value, color="grey", linestyle="--", linewidth=1.0, label="lr")
+        twin.set_ylabel("learning rate")
+        twin.legend(loc="upper center", fontsize=8)
+    if ax.lines:
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_title("training losses", fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_grid(images, titles=None, ncols=4, path=None, scale=3.0) -> Figure:
+    """Images in a grid of ``ncols`` columns, each with an optional title."""
+    images = list(images)
+    n = max(len(images), 1)
+    ncols = max(1, min(ncols, n))
+    nrows = (n + ncols - 1) // ncols
+    fig = Figure(figsize=(scale * ncols, scale * nrows + 0.3 * nrows))
+    for i, image in enumerate(images):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax.imshow(to_hwc(image), interpolation="nearest")
+        ax.set_axis_off()
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=9)
+    return save_figure(fig, path)
