@@ -1,0 +1,116 @@
+"""Elementwise activations: ReLU and the logistic sigmoid, forward and backward.
+
+ReLU is the hidden nonlinearity of every Mask R-CNN head (ResNet, RPN head, box
+MLP, mask FCN); the sigmoid turns mask logits into per-pixel probabilities at
+inference (paper §3: "per-pixel sigmoid").
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ..backend import get_xp
+from .module import Module
+
+
+class ReluCache(NamedTuple):
+    """What ``relu_backward`` needs."""
+
+    mask: Any  # bool array shaped like x: True where x > 0 (the only places dout passes)
+
+
+def relu_forward(x):
+    """Rectified linear unit, ``out = max(x, 0)``.
+
+    Follows ``torch.nn.functional.relu``; its derivative at exactly 0 is taken as 0,
+    as PyTorch does (the gradient passes only where the output is positive).
+
+    Args:
+        x: any shape, e.g. (N, C, H, W) or (R, 1024).
+    Returns:
+        out: same shape as ``x``.
+        cache: a ``ReluCache``.
+    """
+    xp = get_xp(x)
+    out = xp.maximum(x, 0)  # maximum (not where) propagates NaN, as torch.relu does
+    return out, ReluCache(x > 0)
+
+
+def relu_backward(dout, cache: ReluCache):
+    """Gradient of ``relu_forward``: ``dx = dout * [x > 0]``.
+
+    Args:
+        dout: upstream gradient, shape of the forward's output.
+    Returns:
+        dx: same shape as ``dout``.
+    """
+    xp = get_xp(dout)
+    return xp.where(cache.mask, dout, xp.zeros((), dtype=dout.dtype))
+
+
+class SigmoidCache(NamedTuple):
+    """What ``sigmoid_backward`` needs."""
+
+    out: Any  # sigma(x), shaped like x: the derivative is sigma * (1 - sigma)
+
+
+def sigmoid(x):
+    """The logistic function ``1 / (1 + exp(-x))`` without overflow for any finite x.
+
+    With ``e = exp(-|x|)`` (always in (0, 1]) it is ``1 / (1 + e)`` for x >= 0 and
+    ``e / (1 + e)`` for x < 0, so no ``exp`` of a large positive number is taken.
+    """
+    xp = get_xp(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def sigmoid_forward(x):
+    """Logistic sigmoid, ``out = 1 / (1 + exp(-x))``, stable for large |x|.
+
+    Follows ``torch.sigmoid``.
+
+    Args:
+        x: any shape, e.g. mask logits (R, 1, M, M).
+    Returns:
+        out: same shape as ``x``, values in [0, 1].
+        cache: a ``SigmoidCache``.
+    """
+    out = sigmoid(x)
+    return out, SigmoidCache(out)
+
+
+def sigmoid_backward(dout, cache: SigmoidCache):
+    """Gradient of ``sigmoid_forward``: ``dx = dout * s * (1 - s)``, s = sigma(x).
+
+    Args:
+        dout: upstream gradient, shape of the forward's output.
+    Returns:
+        dx: same shape as ``dout``.
+    """
+    s = cache.out
+    return dout * s * (1 - s)
+
+
+class ReLU(Module):
+    """``torch.nn.ReLU`` over ``relu_forward`` / ``relu_backward`` (no parameters)."""
+
+    def forward(self, x):
+        out, cache = relu_forward(x)
+        self.push(cache)
+        return out
+
+    def backward(self, dout):
+        return relu_backward(dout, self.pop())
+
+
+class Sigmoid(Module):
+    """``torch.nn.Sigmoid`` over ``sigmoid_forward`` / ``sigmoid_backward`` (no parameters)."""
+
+    def forward(self, x):
+        out, cache = sigmoid_forward(x)
+        self.push(cache)
+        return out
+
+    def backward(self, dout):
+        return sigmoid_backward(dout, self.pop())

@@ -1,0 +1,242 @@
+"""Normalisation layers: GroupNorm (trained) and FrozenBatchNorm2d (a fixed affine map).
+
+torchvision's ResNet backbone for detection replaces every BatchNorm by
+``FrozenBatchNorm2d``: with 1-2 images per GPU batch statistics are useless, so the
+ImageNet statistics and affine parameters are frozen into ``y = x * scale + shift``
+and nothing in it is trained (only dx flows through). GroupNorm (Wu & He 2018) is the
+batch-size-independent normalisation used when heads or backbones are trained from
+scratch (torchvision's v2 Mask R-CNN heads, detectron2's GN configs).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..backend import get_xp, xp_for
+from .module import Module
+
+
+def _channel_shape(x) -> tuple:
+    """(1, C, 1, ..., 1): a per-channel vector's shape broadcast against x (N, C, *)."""
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+class GroupNormCache(NamedTuple):
+    """What ``group_norm_backward`` needs."""
+
+    xhat: Any  # (N, C, *) normalised input (x - mean_g) / sqrt(var_g + eps)
+    rstd: Any  # (N, G, 1) 1 / sqrt(var_g + eps) of each (image, group)
+    weight: Any  # (C,) or None: the per-channel scale gamma
+    has_bias: bool  # whether to return dbias or None
+
+
+def group_norm_forward(x, weight, bias, num_groups: int, eps: float = 1e-5):
+    """Group normalisation, as ``torch.nn.functional.group_norm``.
+
+    The C channels are split into G = num_groups groups of C/G consecutive channels;
+    for each image n and group g, over the C/G * H * W values of the group,
+
+        mean = mean(x),  var = mean((x - mean)^2)  (biased),
+        y = (x - mean) / sqrt(var + eps) * gamma[c] + beta[c].
+
+    Args:
+        x: (N, C, *), e.g. (N, C, H, W); C divisible by num_groups.
+        weight: gamma (C,) or None (no scale).
+        bias: beta (C,) or None (no shift).
+        num_groups: G.
+        eps: added to the variance.
+    Returns:
+        out: (N, C, *).
+        cache: a ``GroupNormCache``.
+    """
+    xp = get_xp(x)
+    N, C = x.shape[:2]
+    if C % num_groups != 0:
+        raise ValueError(f"group_norm: {C} channels not divisible by {num_groups} groups")
+    group_size = (C // num_groups) * math.prod(x.shape[2:])  # explicit: -1 fails for N = 0
+    xg = x.reshape(N, num_groups, group_size)  # (N, C, *) -> (N, G, C/G * prod(*))
+    mean = xg.mean(axis=2, keepdims=True)
+    centred = xg - mean
+    var = (centred * centred).mean(axis=2, keepdims=True)
+    rstd = 1 / xp.sqrt(var + eps)  # (N, G, 1)
+    xhat = (centred * rstd).reshape(x.shape)  # back to (N, C, *)
+    out = xhat
+    if weight is not None:
+        out = out * weight.reshape(_channel_shape(x))
+    if bias is not None:
+        out = out + bias.reshape(_channel_shape(x))
+    return out, GroupNormCache(xhat, rstd, weight, bias is not None)
+
+
+def group_norm_backward(dout, cache: GroupNormCache):
+    """Gradients of ``group_norm_forward``.
+
+    With g = dL/dxhat = dout * gamma and the means taken over each (image, group),
+
+        dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),
+        dgamma[c] = sum_{n, spatial} dout * xhat,   dbeta[c] = sum_{n, spatial} dout.
+
+    (The two subtracted terms are the paths through the group's mean and variance.)
+
+    Args:
+        dout: (N, C, *).
+    Returns:
+        (dx, dweight, dbias): (N, C, *), (C,), (C,); dweight / dbias are None when the
+        forward had no weight / bias.
+    """
+    xhat, rstd, weight, has_bias = cache
+    N, C = dout.shape[:2]
+    G = rstd.shape[1]
+    reduce_axes = (0,) + tuple(range(2, dout.ndim))  # every axis but the channel
+    dweight = (dout * xhat).sum(axis=reduce_axes) if weight is not None else None
+    dbias = dout.sum(axis=reduce_axes) if has_bias else None
+    g = dout * weight.reshape(_channel_shape(dout)) if weight is not None else dout
+    group_size = (C // G) * math.prod(dout.shape[2:])
+    g = g.reshape(N, G, group_size)  # (N, C, *) -> (N, G, C/G * prod(*))
+    xhat_g = xhat.reshape(N, G, group_size)
+    dx = rstd * (
+        g - g.mean(axis=2, keepdims=True) - xhat_g * (g * xhat_g).mean(axis=2, keepdims=True)
+    )
+    return dx.reshape(dout.shape), dweight, dbias
+
+
+def group_norm_naive(x, weight, bias, num_groups: int, eps: float = 1e-5):
+    """Loop reference for ``group_norm_forward``: one (image, group) block at a time."""
+    xp = get_xp(x)
+    N, C = x.shape[:2]
+    cg = C // num_groups
+    out = xp.zeros_like(x)
+    for n in range(N):
+        for g in range(num_groups):
+            block = x[n, g * cg : (g + 1) * cg]
+            mean = block.sum() / block.size
+            var = ((block - mean) ** 2).sum() / block.size
+            out[n, g * cg : (g + 1) * cg] = (block - mean) / xp.sqrt(var + eps)
+    for c in range(C):
+        if weight is not None:
+            out[:, c] *= weight[c]
+        if bias is not None:
+            out[:, c] += bias[c]
+    return out
+
+
+class FrozenBatchNormCache(NamedTuple):
+    """What ``frozen_batch_norm_backward`` needs."""
+
+    scale: Any  # (1, C, 1, 1): weight / sqrt(running_var + eps), the only factor on x
+
+
+def frozen_batch_norm_forward(x, weight, bias, running_mean, running_var, eps: float = 1e-5):
+    """BatchNorm in inference mode with fixed statistics, as ``torchvision.ops.FrozenBatchNorm2d``.
+
+        scale = weight / sqrt(running_var + eps),  shift = bias - running_mean * scale,
+        y = x * scale[c] + shift[c].
+
+    torchvision's default eps is 1e-5; its legacy detection weights were trained with
+    eps = 0 (``overwrite_eps``), which callers pass explicitly.
+
+    Args:
+        x: (N, C, H, W).
+        weight, bias, running_mean, running_var: (C,) each, constants.
+        eps: added to the variance.
+    Returns:
+        out: (N, C, H, W).
+        cache: a ``FrozenBatchNormCache``.
+    """
+    xp = get_xp(x)
+    scale = weight / xp.sqrt(running_var + eps)  # (C,)
+    shift = bias - running_mean * scale
+    cshape = _channel_shape(x)
+    scale = scale.reshape(cshape)
+    return x * scale + shift.reshape(cshape), FrozenBatchNormCache(scale)
+
+
+def frozen_batch_norm_backward(dout, cache: FrozenBatchNormCache):
+    """Gradient of ``frozen_batch_norm_forward`` w.r.t. x only: ``dx = dout * scale[c]``.
+
+    Nothing in the layer is trained, so no other gradient is computed.
+
+    Args:
+        dout: (N, C, H, W).
+    Returns:
+        dx: (N, C, H, W).
+    """
+    return dout * cache.scale
+
+
+class GroupNorm(Module):
+    """``torch.nn.GroupNorm`` over ``group_norm_forward`` / ``group_norm_backward``.
+
+    Parameters ``weight`` (ones) and ``bias`` (zeros), shape (num_channels,), when
+    ``affine`` (PyTorch's default init); created on the default backend.
+    """
+
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        dtype=np.float32,
+    ):
+        super().__init__()
+        if num_channels % num_groups != 0:
+            raise ValueError(
+                f"GroupNorm: {num_channels} channels not divisible by {num_groups} groups"
+            )
+        self.num_groups, self.num_channels, self.eps, self.affine = (
+            num_groups,
+            num_channels,
+            eps,
+            affine,
+        )
+        if affine:
+            xp = xp_for()
+            self.add_param("weight", xp.ones(num_channels, dtype=dtype))
+            self.add_param("bias", xp.zeros(num_channels, dtype=dtype))
+
+    def forward(self, x):
+        out, cache = group_norm_forward(
+            x, self.params.get("weight"), self.params.get("bias"), self.num_groups, self.eps
+        )
+        self.push(cache)
+        return out
+
+    def backward(self, dout):
+        dx, dweight, dbias = group_norm_backward(dout, self.pop())
+        if self.affine:
+            self.accumulate("weight", dweight)
+            self.accumulate("bias", dbias)
+        return dx
+
+
+class FrozenBatchNorm2d(Module):
+    """``torchvision.ops.FrozenBatchNorm2d``: a BatchNorm whose statistics and affine are fixed.
+
+    ``weight`` (ones), ``bias`` (zeros), ``running_mean`` (zeros) and ``running_var``
+    (ones), each (num_features,), live in ``buffers`` under torchvision's state-dict
+    names: they are loaded from a checkpoint, never trained. ``backward`` returns dx.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, dtype=np.float32):
+        super().__init__()
+        self.num_features, self.eps = num_features, eps
+        xp = xp_for()
+        self.buffers["weight"] = xp.ones(num_features, dtype=dtype)
+        self.buffers["bias"] = xp.zeros(num_features, dtype=dtype)
+        self.buffers["running_mean"] = xp.zeros(num_features, dtype=dtype)
+        self.buffers["running_var"] = xp.ones(num_features, dtype=dtype)
+
+    def forward(self, x):
+        b = self.buffers
+        out, cache = frozen_batch_norm_forward(
+            x, b["weight"], b["bias"], b["running_mean"], b["running_var"], self.eps
+        )
+        self.push(cache)
+        return out
+
+    def backward(self, dout):
+        return frozen_batch_norm_backward(dout, self.pop())

@@ -1,0 +1,192 @@
+"""2-D max pooling, forward and backward, with ``torch.nn.functional.max_pool2d`` semantics.
+
+Two uses in Mask R-CNN: the ResNet stem (3x3 window, stride 2, padding 1) and the
+FPN's extra level P6 (1x1 window, stride 2: a plain subsampling of P5, used only by
+the RPN; torchvision's ``LastLevelMaxPool``).
+
+Semantics, as PyTorch: the input is padded with -inf (a padded cell never wins),
+the output size is floor((H + 2p - k) / s) + 1 (floor mode), the stride defaults to
+the kernel size, and when a window holds several equal maxima the gradient goes to
+the FIRST one in row-major window order. A NaN in a window propagates to the output
+(which cell then receives the gradient is left unspecified).
+
+The fast version loops over the k_h * k_w kernel offsets (9 for the stem), never
+over pixels: each offset is one strided slice of the padded input.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..backend import get_xp
+from .module import Module
+
+
+def _pair(v) -> tuple[int, int]:
+    """An int or a pair of ints as a pair of ints."""
+    if isinstance(v, (tuple, list)):
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def _geometry(x_shape, kernel_size, stride, padding):
+    """Kernel, stride, padding as pairs and the output size (floor mode)."""
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    ph, pw = _pair(padding)
+    if ph > kh // 2 or pw > kw // 2:
+        raise ValueError(
+            f"max_pool2d: padding {(ph, pw)} must be at most half the kernel {(kh, kw)}"
+        )
+    H, W = x_shape[-2:]
+    Ho = (H + 2 * ph - kh) // sh + 1
+    Wo = (W + 2 * pw - kw) // sw + 1
+    if Ho <= 0 or Wo <= 0:
+        raise ValueError(f"max_pool2d: input {(H, W)} too small for kernel {(kh, kw)}")
+    return (kh, kw), (sh, sw), (ph, pw), (Ho, Wo)
+
+
+def _pad_neg_inf(x, ph, pw):
+    """x (N, C, H, W) -> (N, C, H + 2ph, W + 2pw), the border filled with -inf."""
+    xp = get_xp(x)
+    if ph == 0 and pw == 0:
+        return x
+    N, C, H, W = x.shape
+    xpad = xp.full((N, C, H + 2 * ph, W + 2 * pw), -np.inf, dtype=x.dtype)
+    xpad[:, :, ph : ph + H, pw : pw + W] = x
+    return xpad
+
+
+class MaxPool2dCache(NamedTuple):
+    """What ``max_pool2d_backward`` needs."""
+
+    argmax: Any  # (N, C, Ho, Wo) int8/int32: winning kernel offset a*kw + b of each window
+    x_shape: tuple  # (N, C, H, W) of the input
+    kernel: tuple  # (kh, kw)
+    stride: tuple  # (sh, sw)
+    padding: tuple  # (ph, pw)
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """Max over each k_h x k_w window, as ``torch.nn.functional.max_pool2d``.
+
+    out[n, c, i, j] = max_{a < kh, b < kw} xpad[n, c, i*sh + a, j*sw + b],
+    xpad being x padded by -inf; floor mode, dilation 1.
+
+    Args:
+        x: (N, C, H, W).
+        kernel_size: int or (kh, kw).
+        stride: int or (sh, sw); None means the kernel size.
+        padding: int or (ph, pw), at most half the kernel (as PyTorch requires).
+    Returns:
+        out: (N, C, Ho, Wo) with Ho = floor((H + 2ph - kh) / sh) + 1, same for Wo.
+        cache: a ``MaxPool2dCache``.
+    """
+    xp = get_xp(x)
+    (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = _geometry(x.shape, kernel_size, stride, padding)
+    xpad = _pad_neg_inf(x, ph, pw)
+    out, argmax = None, None
+    for a in range(kh):
+        for b in range(kw):
+            # the (a, b)-th element of every window at once: (N, C, Ho, Wo)
+            win = xpad[:, :, a : a + sh * (Ho - 1) + 1 : sh, b : b + sw * (Wo - 1) + 1 : sw]
+            if out is None:
+                out = win.copy()
+                # int8 suffices for windows of up to 127 cells (the stem's has 9)
+                argmax = xp.zeros(win.shape, dtype=np.int8 if kh * kw <= 127 else np.int32)
+                continue
+            # strict '>' keeps the earlier offset on ties: the first max wins, as PyTorch
+            better = win > out
+            xp.copyto(argmax, a * kw + b, where=better)
+            xp.maximum(out, win, out=out)  # in place; a NaN propagates, as in PyTorch
+    return out, MaxPool2dCache(argmax, tuple(x.shape), (kh, kw), (sh, sw), (ph, pw))
+
+
+def max_pool2d_backward(dout, cache: MaxPool2dCache):
+    """Gradient of ``max_pool2d_forward``: each window's dout goes to its (first) max.
+
+    For each kernel offset (a, b), the windows won by that offset add their dout to
+    one strided slice of the padded gradient. Within one offset the slice's cells are
+    distinct, so plain ``+=`` is exact; overlapping windows (stride < kernel) are
+    summed across offsets. The padding is cropped off at the end.
+
+    Args:
+        dout: (N, C, Ho, Wo).
+    Returns:
+        dx: (N, C, H, W).
+    """
+    xp = get_xp(dout)
+    N, C, H, W = cache.x_shape
+    (kh, kw), (sh, sw), (ph, pw) = cache.kernel, cache.stride, cache.padding
+    Ho, Wo = dout.shape[-2:]
+    dxpad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=dout.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            won = cache.argmax == a * kw + b  # (N, C, Ho, Wo) bool
+            dxpad[:, :, a : a + sh * (Ho - 1) + 1 : sh, b : b + sw * (Wo - 1) + 1 : sw] += (
+                dout * won
+            )
+    return dxpad[:, :, ph : ph + H, pw : pw + W]
+
+
+def max_pool2d_naive(x, kernel_size, stride=None, padding=0):
+    """Loop reference for ``max_pool2d_forward`` (finite inputs); also returns the argmaxes.
+
+    Returns:
+        out: (N, C, Ho, Wo).
+        pos: (N, C, Ho, Wo, 2) int, the (row, col) in the *unpadded* input of the
+            first maximum of each window, scanning the window row by row.
+    """
+    xp = get_xp(x)
+    (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = _geometry(x.shape, kernel_size, stride, padding)
+    N, C, H, W = x.shape
+    out = xp.zeros((N, C, Ho, Wo), dtype=x.dtype)
+    pos = xp.zeros((N, C, Ho, Wo, 2), dtype=np.int64)
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    best, best_rc = -np.inf, None
+                    for a in range(kh):
+                        for b in range(kw):
+                            r, s = i * sh + a - ph, j * sw + b - pw
+                            if not (0 <= r < H and 0 <= s < W):
+                                continue  # a -inf padding cell never wins
+                            v = float(x[n, c, r, s])
+                            if best_rc is None or v > best:
+                                best, best_rc = v, (r, s)
+                    out[n, c, i, j] = best
+                    pos[n, c, i, j, 0], pos[n, c, i, j, 1] = best_rc
+    return out, pos
+
+
+def max_pool2d_backward_naive(dout, pos, x_shape):
+    """Loop reference for ``max_pool2d_backward``: dx[pos[n, c, i, j]] += dout[n, c, i, j]."""
+    xp = get_xp(dout)
+    N, C, Ho, Wo = dout.shape
+    dx = xp.zeros(x_shape, dtype=dout.dtype)
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    r, s = int(pos[n, c, i, j, 0]), int(pos[n, c, i, j, 1])
+                    dx[n, c, r, s] += dout[n, c, i, j]
+    return dx
+
+
+class MaxPool2d(Module):
+    """``torch.nn.MaxPool2d`` (floor mode, dilation 1) over the functional pair."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x):
+        out, cache = max_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        self.push(cache)
+        return out
+
+    def backward(self, dout):
+        return max_pool2d_backward(dout, self.pop())
