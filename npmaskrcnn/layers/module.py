@@ -22,6 +22,7 @@ keys, so weights map one-to-one onto torchvision's.
 from __future__ import annotations
 
 import math
+import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
 
@@ -271,5 +272,5 @@ def load_arrays(path: str) -> dict:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: not a readable .npz state dict ({err})") from err

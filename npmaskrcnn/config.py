@@ -1,0 +1,171 @@
+"""``MaskRCNNConfig``: every hyperparameter of the model, grouped by stage.
+
+Each default says where it comes from: "paper" is He et al. 2017 (arXiv:1703.06870v3),
+"tv" is torchvision's ``maskrcnn_resnet50_fpn``. Presets are plain functions returning
+configs:
+
+- ``tiny()``: a few thousand parameters, 64x64 images — for tests and gradient checks;
+- ``shapes()``: a small GroupNorm model trained from scratch on the synthetic shapes
+  data on a CPU in minutes;
+- ``r50_fpn()``: torchvision's ``maskrcnn_resnet50_fpn`` (FrozenBN, 91 COCO classes),
+  whose state dict maps one-to-one onto ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+
+@dataclass
+class TransformConfig:
+    min_size: int = 800  # paper 3.1: shorter edge 800 px
+    max_size: int = 1333  # tv: longer edge at most 1333
+    image_mean: tuple = (0.485, 0.456, 0.406)  # tv: ImageNet statistics, inputs in [0, 1]
+    image_std: tuple = (0.229, 0.224, 0.225)
+    size_divisible: int = 32  # tv: C5 has stride 32, so padded sizes divide by 32
+
+
+@dataclass
+class BackboneConfig:
+    depth: int = 50  # paper Table 2a: ResNet-50 for the ablations
+    width: int = 64  # base channels of layer1 (64 in ResNet); smaller for CPU models
+    norm: str = "frozen_bn"  # tv: FrozenBN for imported weights; "group_norm" from scratch
+    gn_groups: int = 32  # Wu & He 2018 GroupNorm default
+    frozen_stages: int = 2  # tv trainable_backbone_layers=3: stem and layer1 frozen
+    # "fpn" uses C2..C5 with an FPN; "c4" / "c5" pool single-level from stride 16 / 32
+    # (the paper's Table 2c / 2d settings; here without the res5 head, see README)
+    features: str = "fpn"
+
+
+@dataclass
+class FPNConfig:
+    out_channels: int = 256  # FPN paper: d = 256
+
+
+@dataclass
+class RPNConfig:
+    anchor_sizes: tuple = ((32,), (64,), (128,), (256,), (512,))  # FPN paper 4.1: one per level
+    aspect_ratios: tuple = (0.5, 1.0, 2.0)  # paper 3.1 / FPN: 3 ratios
+    fg_iou_thresh: float = 0.7  # paper 3.1
+    bg_iou_thresh: float = 0.3  # paper 3.1
+    batch_size_per_image: int = 256  # tv
+    positive_fraction: float = 0.5  # tv
+    pre_nms_top_n_train: int = 2000  # tv, per level
+    pre_nms_top_n_test: int = 1000  # tv, per level
+    post_nms_top_n_train: int = 2000  # tv, per image
+    post_nms_top_n_test: int = 1000  # paper 3.1: 1000 proposals for FPN at test
+    nms_thresh: float = 0.7  # tv
+    min_size: float = 1e-3  # tv: drop degenerate proposals
+    score_thresh: float = 0.0  # tv
+    smooth_l1_beta: float = 1.0 / 9  # tv
+
+
+@dataclass
+class RoIHeadsConfig:
+    pooler: str = "align"  # paper: RoIAlign; "pool" / "warp" for Table 2c
+    aligned: bool = False  # tv MultiScaleRoIAlign uses aligned=False
+    sampling_ratio: int = 2  # tv MultiScaleRoIAlign: 2x2 samples per bin
+    aggregation: str = "avg"  # paper 4.2: average after the ablation ("max" for Table 2c)
+    box_pool_size: int = 7  # paper Fig. 4
+    mask_pool_size: int = 14  # paper Fig. 4
+    representation_size: int = 1024  # paper Fig. 4: 2 x fc 1024
+    mask_layers: tuple = (256, 256, 256, 256)  # paper Fig. 4: 4 x conv3x3 256
+    mask_dilation: int = 1
+    fg_iou_thresh: float = 0.5  # paper 3.1
+    bg_iou_thresh: float = 0.5  # tv
+    batch_size_per_image: int = 512  # paper 3.1: 512 RoIs for FPN
+    positive_fraction: float = 0.25  # paper 3.1: 1:3
+    bbox_reg_weights: tuple = (10.0, 10.0, 5.0, 5.0)  # tv
+    smooth_l1_beta: float = 1.0 / 9  # tv
+    score_thresh: float = 0.05  # tv
+    nms_thresh: float = 0.5  # paper App. B / tv
+    detections_per_img: int = 100  # paper 3.1: mask branch on the top 100
+    mask_loss: str = "sigmoid"  # paper Table 2b: per-class sigmoid; "softmax" for the ablation
+    class_agnostic_mask: bool = False  # paper 4.2: class-specific (29.7 vs 30.3 AP)
+
+
+@dataclass
+class MaskRCNNConfig:
+    num_classes: int = 91  # tv: COCO category ids incl. background
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fpn: FPNConfig = field(default_factory=FPNConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
+    # L = L_cls + L_box + L_mask (paper 3) plus the two RPN terms; all weights 1 as tv
+    loss_weights: dict = field(default_factory=lambda: {
+        "loss_objectness": 1.0, "loss_rpn_box_reg": 1.0, "loss_classifier": 1.0,
+        "loss_box_reg": 1.0, "loss_mask": 1.0})
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MaskRCNNConfig:
+        """Rebuild a config written by ``to_dict`` (e.g. from a checkpoint's JSON)."""
+        groups = {"transform": TransformConfig, "backbone": BackboneConfig, "fpn": FPNConfig,
+                  "rpn": RPNConfig, "roi_heads": RoIHeadsConfig}
+        kwargs = {}
+        for k, v in d.items():
+            if k in groups:
+                sub = {kk: tuple(map(_tuplify, vv)) if isinstance(vv, list) else vv
+                       for kk, vv in v.items()}
+                kwargs[k] = groups[k](**sub)
+            else:
+                kwargs[k] = v
+        return cls(**kwargs)
+
+    @property
+    def feature_strides(self) -> tuple:
+        """Strides of the feature maps that the RoI heads pool from."""
+        return {"fpn": (4, 8, 16, 32), "c4": (16,), "c5": (32,)}[self.backbone.features]
+
+
+def _tuplify(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def r50_fpn(num_classes: int = 91) -> MaskRCNNConfig:
+    """torchvision's ``maskrcnn_resnet50_fpn``: FrozenBN ResNet-50, stem+layer1 frozen."""
+    return MaskRCNNConfig(num_classes=num_classes)
+
+
+def shapes(num_classes: int = 6, image_size: int = 128) -> MaskRCNNConfig:
+    """A CPU-sized model for the synthetic shapes data, trained from scratch.
+
+    GroupNorm instead of FrozenBN because there are no pretrained statistics
+    (He et al., "Rethinking ImageNet Pre-training", 2018). Anchors and RoI counts are
+    scaled down with the images; everything else keeps the paper's structure.
+    """
+    cfg = MaskRCNNConfig(num_classes=num_classes)
+    cfg.transform = replace(cfg.transform, min_size=image_size, max_size=image_size)
+    cfg.backbone = replace(cfg.backbone, depth=18, width=16, norm="group_norm", gn_groups=8,
+                           frozen_stages=0)
+    cfg.fpn = FPNConfig(out_channels=64)
+    cfg.rpn = replace(cfg.rpn, anchor_sizes=((8,), (16,), (32,), (64,), (128,)),
+                      batch_size_per_image=128, pre_nms_top_n_train=600,
+                      pre_nms_top_n_test=300, post_nms_top_n_train=300,
+                      post_nms_top_n_test=200)
+    cfg.roi_heads = replace(cfg.roi_heads, representation_size=256,
+                            mask_layers=(64, 64, 64, 64), batch_size_per_image=128)
+    return cfg
+
+
+def tiny(num_classes: int = 3, image_size: int = 64) -> MaskRCNNConfig:
+    """The smallest sensible model: for unit tests and float64 gradient checks."""
+    cfg = MaskRCNNConfig(num_classes=num_classes)
+    cfg.transform = replace(cfg.transform, min_size=image_size, max_size=image_size)
+    cfg.backbone = replace(cfg.backbone, depth=18, width=4, norm="group_norm", gn_groups=2,
+                           frozen_stages=0)
+    cfg.fpn = FPNConfig(out_channels=8)
+    cfg.rpn = replace(cfg.rpn, anchor_sizes=((8,), (16,), (32,), (64,), (128,)),
+                      batch_size_per_image=64, pre_nms_top_n_train=200,
+                      pre_nms_top_n_test=100, post_nms_top_n_train=100,
+                      post_nms_top_n_test=50)
+    cfg.roi_heads = replace(cfg.roi_heads, representation_size=32, mask_layers=(8, 8),
+                            batch_size_per_image=32, detections_per_img=20)
+    return cfg
+
+
+PRESETS = {"tiny": tiny, "shapes": shapes, "r50_fpn": r50_fpn}

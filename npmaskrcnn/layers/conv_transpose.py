@@ -1,0 +1,222 @@
+"""Transposed 2-D convolution ("deconvolution"): the mask head's 2x upsampling.
+
+The FPN mask head (paper Fig. 4, right; torchvision's ``MaskRCNNPredictor.conv5_mask``)
+turns its 14x14x256 features into 28x28x256 with a 2x2 stride-2 ``ConvTranspose2d``;
+the keypoint head (``KeypointRCNNPredictor.kps_score_lowres``) uses a 4x4 stride-2
+padding-1 one. A transposed convolution is the adjoint (the input gradient) of a
+convolution with the same kernel, stride and padding: every input pixel spreads
+``x[n, c] * w[c]`` onto a KH x KW patch of the output, patches ``stride`` apart, summed
+where they overlap, and the outer ``padding`` rows/columns are cropped::
+
+    cols = W^T @ x_mat,         W = w.reshape(C_in, C_out*KH*KW), x_mat: (C_in, N*H*W)
+    out  = col2im(cols) + b,    out: (N, C_out, OH, OW), OH = (H - 1)*sh - 2*ph + KH
+
+Its gradients are those of a convolution read the other way round::
+
+    dcols = im2col(dout),   dx_mat = W @ dcols,   dW = x_mat @ dcols^T,   db = sum dout
+
+When the kernel equals the stride and there is no padding (the mask head's 2x2/2), the
+patches tile the output without overlap, so col2im and im2col are a single transpose.
+
+Semantics of ``torch.nn.functional.conv_transpose2d`` with ``output_padding=0``,
+``groups=1``, ``dilation=1``; weight layout (C_in, C_out, KH, KW) as PyTorch's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..backend import Generator, get_xp
+from .im2col import as_pair, col2im, im2col
+from .module import Module, kaiming_uniform
+
+
+class ConvTranspose2dCache(NamedTuple):
+    """What ``conv_transpose2d_backward`` needs."""
+
+    x_shape: tuple  # (N, C_in, H, W): the shape of dx
+    x_mat: Any  # input as (C_in, N*H*W): dW = x_mat dcols^T
+    w: Any  # weight (C_in, C_out, KH, KW): dx_mat = W dcols
+    stride: tuple  # (sh, sw)
+    padding: tuple  # (ph, pw)
+    has_bias: bool  # whether to return db or None
+
+
+def conv_transpose_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """``(size - 1) * stride - 2 * padding + kernel``, the transposed-conv output length."""
+    return (size - 1) * stride - 2 * padding + kernel
+
+
+def _is_tiling(w, stride, padding) -> bool:
+    """Kernel == stride and no padding: the output patches tile the output exactly."""
+    return w.shape[2:] == stride and padding == (0, 0)
+
+
+def conv_transpose2d_forward(x, w, b, stride=1, padding=0):
+    """Transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
+
+    Args:
+        x: (N, C_in, H, W).
+        w: (C_in, C_out, KH, KW), PyTorch's ``ConvTranspose2d.weight`` layout.
+        b: (C_out,) or None.
+        stride, padding: ints or (height, width) pairs.
+    Returns:
+        out: (N, C_out, OH, OW), ``OH = (H - 1)*sh - 2*ph + KH`` (likewise OW).
+        cache: a ``ConvTranspose2dCache``.
+    Raises:
+        ValueError: channel counts disagree, or the output would be empty.
+    """
+    xp = get_xp(x, w, b)
+    stride, padding = as_pair(stride), as_pair(padding)
+    n, c_in, h, wd = x.shape
+    _, c_out, kh, kw = w.shape
+    if w.shape[0] != c_in:
+        raise ValueError(f"conv_transpose2d: x has {c_in} channels but w expects {w.shape[0]}")
+    oh = conv_transpose_output_size(h, kh, stride[0], padding[0])
+    ow = conv_transpose_output_size(wd, kw, stride[1], padding[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(f"conv_transpose2d: output size ({oh}, {ow}) is too small")
+    # (N, C_in, H*W) -> (C_in, N*H*W); free when N == 1
+    x_mat = xp.ascontiguousarray(x.reshape(n, c_in, h * wd).transpose(1, 0, 2))
+    x_mat = x_mat.reshape(c_in, n * h * wd)
+    cols = w.reshape(c_in, -1).T @ x_mat  # (C_out*KH*KW, C_in) @ (C_in, N*H*W)
+    if _is_tiling(w, stride, padding):
+        # Output pixel (h*KH + i, w*KW + j) is written by input pixel (h, w) alone.
+        blocks = cols.reshape(c_out, kh, kw, n, h, wd)
+        out = xp.ascontiguousarray(blocks.transpose(3, 0, 4, 1, 5, 2))  # (N, C_out, H, KH, W, KW)
+        out = out.reshape(n, c_out, oh, ow)
+    else:
+        out = col2im(cols, (n, c_out, oh, ow), (kh, kw), stride, padding)
+    if b is not None:
+        out += b.reshape(1, c_out, 1, 1)
+    cache = ConvTranspose2dCache(tuple(x.shape), x_mat, w, stride, padding, b is not None)
+    return out, cache
+
+
+def conv_transpose2d_backward(dout, cache: ConvTranspose2dCache):
+    """Gradients of ``conv_transpose2d_forward``.
+
+    ``dcols = im2col(dout)``, ``dx = W dcols``, ``dW = x_mat dcols^T``,
+    ``db = sum_{n,oh,ow} dout``.
+
+    Args:
+        dout: (N, C_out, OH, OW), upstream gradient.
+    Returns:
+        (dx, dw, db): shapes of x (N, C_in, H, W), w (C_in, C_out, KH, KW) and b (C_out,);
+        ``db`` is None when the forward had no bias.
+    """
+    xp = get_xp(dout)
+    x_shape, x_mat, w, stride, padding, has_bias = cache
+    n, c_in, h, wd = x_shape
+    _, c_out, kh, kw = w.shape
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    if _is_tiling(w, stride, padding):
+        blocks = dout.reshape(n, c_out, h, kh, wd, kw)
+        dcols = xp.ascontiguousarray(blocks.transpose(1, 3, 5, 0, 2, 4))  # (C_out, KH, KW, N, H, W)
+        dcols = dcols.reshape(c_out * kh * kw, n * h * wd)
+    else:
+        dcols = im2col(dout, (kh, kw), stride, padding)  # (C_out*KH*KW, N*H*W)
+    w_mat = w.reshape(c_in, -1)  # (C_in, C_out*KH*KW)
+    dw = (x_mat @ dcols.T).reshape(w.shape)  # (C_in, NHW) @ (NHW, C_out*KH*KW)
+    dx = w_mat @ dcols  # (C_in, N*H*W)
+    # (C_in, N, H*W) -> (N, C_in, H*W); free when N == 1
+    dx = xp.ascontiguousarray(dx.reshape(c_in, n, h * wd).transpose(1, 0, 2)).reshape(x_shape)
+    return dx, dw, db
+
+
+def conv_transpose2d_naive(x, w, b, stride=1, padding=0):
+    """Loop version of ``conv_transpose2d_forward`` (reference for tests).
+
+    Each input pixel adds ``x[n, c] * w[c]`` onto its KH x KW patch of the uncropped
+    output; the padding is cropped at the end.
+    """
+    xp = get_xp(x, w, b)
+    (sh, sw), (ph, pw) = as_pair(stride), as_pair(padding)
+    n, c_in, h, wd = x.shape
+    _, c_out, kh, kw = w.shape
+    full = xp.zeros((n, c_out, (h - 1) * sh + kh, (wd - 1) * sw + kw), dtype=x.dtype)
+    for b_i in range(n):
+        for c in range(c_in):
+            for y in range(h):
+                for z in range(wd):
+                    full[b_i, :, y * sh : y * sh + kh, z * sw : z * sw + kw] += x[b_i, c, y, z] * w[c]
+    out = full[:, :, ph : full.shape[2] - ph, pw : full.shape[3] - pw]
+    if b is not None:
+        out = out + b.reshape(1, c_out, 1, 1)
+    return out
+
+
+def conv_transpose2d_backward_naive(dout, x, w, b, stride=1, padding=0):
+    """Loop version of ``conv_transpose2d_backward`` (reference for tests).
+
+    Returns:
+        (dx, dw, db), ``db`` None when ``b`` is None.
+    """
+    xp = get_xp(dout, x, w)
+    (sh, sw), (ph, pw) = as_pair(stride), as_pair(padding)
+    n, c_in, h, wd = x.shape
+    _, _, kh, kw = w.shape
+    # The uncropped output's gradient: dout with the cropped rows/columns put back as 0.
+    dfull = xp.zeros((n, dout.shape[1], (h - 1) * sh + kh, (wd - 1) * sw + kw), dtype=dout.dtype)
+    dfull[:, :, ph : dfull.shape[2] - ph, pw : dfull.shape[3] - pw] = dout
+    dx, dw = xp.zeros_like(x), xp.zeros_like(w)
+    for b_i in range(n):
+        for c in range(c_in):
+            for y in range(h):
+                for z in range(wd):
+                    patch = dfull[b_i, :, y * sh : y * sh + kh, z * sw : z * sw + kw]
+                    dx[b_i, c, y, z] = (patch * w[c]).sum()
+                    dw[c] += x[b_i, c, y, z] * patch
+    db = None if b is None else dout.sum(axis=(0, 2, 3))
+    return dx, dw, db
+
+
+class ConvTranspose2d(Module):
+    """``torch.nn.ConvTranspose2d`` (output_padding=0, groups=1, dilation=1).
+
+    Parameters ``weight`` (in_channels, out_channels, KH, KW) and ``bias``
+    (out_channels,), both drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with PyTorch's
+    fan_in for this layout, ``weight.size(1) * KH * KW`` = out_channels*KH*KW.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        bias: bool = True,
+        rng: Generator | None = None,
+        dtype=np.float32,
+    ):
+        super().__init__()
+        rng = Generator(0) if rng is None else rng
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = as_pair(kernel_size)
+        self.stride, self.padding = as_pair(stride), as_pair(padding)
+        fan_in = out_channels * self.kernel_size[0] * self.kernel_size[1]
+        shape = (in_channels, out_channels, *self.kernel_size)
+        self.add_param("weight", kaiming_uniform(rng, shape, fan_in, dtype))
+        self.has_bias = bias
+        if bias:
+            self.add_param("bias", kaiming_uniform(rng, (out_channels,), fan_in, dtype))
+
+    def forward(self, x):
+        """(N, in_channels, H, W) -> (N, out_channels, OH, OW)."""
+        b = self.params["bias"] if self.has_bias else None
+        out, cache = conv_transpose2d_forward(
+            x, self.params["weight"], b, self.stride, self.padding
+        )
+        self.push(cache)
+        return out
+
+    def backward(self, dout):
+        """(N, out_channels, OH, OW) -> dx (N, in_channels, H, W); accumulates grads."""
+        dx, dw, db = conv_transpose2d_backward(dout, self.pop())
+        self.accumulate("weight", dw)
+        if self.has_bias:
+            self.accumulate("bias", db)
+        return dx

@@ -1,0 +1,232 @@
+"""RoIPool (Fast R-CNN, Girshick 2015): quantised RoI, quantised bins, max. Forward/backward.
+
+The baseline that RoIAlign replaces (He et al. 2017, section 3, Table 2c). Semantics are
+exactly ``torchvision.ops.roi_pool`` (CPU kernel ``roi_pool_kernel.cpp``), computed in the
+dtype of ``x``. For a RoI ``[b, x1, y1, x2, y2]`` and scale s:
+
+    x_start = round(x1 * s), x_end = round(x2 * s)       C's round: half away from zero
+    roi_w = max(x_end - x_start + 1, 1)                    pixels x_start..x_end inclusive
+    bin_w = roi_w / PW
+    w_lo(pw) = clamp(floor(pw * bin_w) + x_start, 0, W)   w_hi(pw) = clamp(ceil((pw+1) * bin_w)
+                                                                       + x_start, 0, W)
+
+(the same along y), and out[r, c, ph, pw] = max of x[b, c, h, w] over h_lo <= h < h_hi,
+w_lo <= w < w_hi. An empty bin (clamped away) gives 0 and no gradient. The backward
+sends dout to the argmax; on ties, the first maximum in row-major (h, then w) order, as
+the kernel's ``>`` scan keeps it. Like the kernel, the running max starts at -FLT_MAX.
+
+Two roundings lose alignment: the RoI edges (``round``) and the bin edges (floor/ceil),
+up to half a feature pixel each, i.e. 8 image pixels at stride 16.
+
+Fast path, separable max: the max over a rectangle is the max over its rows of the max
+over its columns, and the first row-major argmax is the first row reaching the max, then
+the first column of that row reaching it. Per RoI, one strided max per column bin
+(channels last, so each is an elementwise max of contiguous C-vectors), one per row bin,
+then two small searches for the argmax.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..backend import get_xp
+
+_FLT_MAX = float(np.finfo(np.float32).max)  # torchvision's initial max, for every dtype
+
+
+def _pair(v) -> tuple[int, int]:
+    """An int or a pair of ints as a pair of ints."""
+    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def round_half_away(v):
+    """C's ``round``: halves go away from zero (NumPy's ``round`` goes to even).
+
+    ``v - floor(v)`` is exact in floating point, so the test against 0.5 is too.
+    """
+    xp = get_xp(v)
+    a = xp.abs(v)
+    f = xp.floor(a)
+    return xp.sign(v) * (f + (a - f >= 0.5))
+
+
+def quantize_rois(rois, spatial_scale, dtype):
+    """RoIPool's integer RoI: (x_start, y_start, roi_w, roi_h) per RoI, int64 (R, 4).
+
+    x_start = round(x1 * s), roi_w = max(round(x2 * s) - x_start + 1, 1) (and y), with the
+    products taken in ``dtype`` as the kernel does.
+    """
+    xp = get_xp(rois)
+    q = round_half_away(rois[:, 1:5].astype(dtype) * np.dtype(dtype).type(spatial_scale))
+    q = q.astype(np.int64)  # (R, 4): x_start, y_start, x_end, y_end
+    size = xp.maximum(q[:, 2:4] - q[:, 0:2] + 1, 1)
+    return xp.concatenate([q[:, 0:2], size], axis=1)
+
+
+def _bin_edges(start, size, P: int, limit: int, dtype):
+    """Integer bin edges (R, P) lo, hi of one axis, clamped to [0, limit]."""
+    xp = get_xp(start)
+    bin_size = size.astype(dtype) / np.dtype(dtype).type(P)  # (R,)
+    p = xp.arange(P, dtype=dtype)[None, :]
+    lo = xp.floor(p * bin_size[:, None]).astype(np.int64) + start[:, None]
+    hi = xp.ceil((p + 1) * bin_size[:, None]).astype(np.int64) + start[:, None]
+    return xp.clip(lo, 0, limit), xp.clip(hi, 0, limit)
+
+
+class RoIPoolCache(NamedTuple):
+    """What ``roi_pool_backward`` needs."""
+
+    x_shape: tuple  # (N, C, H, W)
+    batch: Any  # (R,) int64 image of each RoI
+    argmax: Any  # (R, PH, PW, C) int64 h*W + w of each bin's max in its plane, -1 if empty
+
+
+def roi_pool_forward(x, rois, output_size, spatial_scale=1.0):
+    """RoIPool, as ``torchvision.ops.roi_pool``.
+
+    Args:
+        x: (N, C, H, W) feature maps.
+        rois: (R, 5) rows ``[batch_index, x1, y1, x2, y2]`` in image pixels.
+        output_size: PH or (PH, PW).
+        spatial_scale: feature size / image size (1/16 for C4).
+    Returns:
+        out (R, C, PH, PW) and the cache. No gradient flows into ``rois``.
+    """
+    xp = get_xp(x, rois)
+    PH, PW = _pair(output_size)
+    N, C, H, W = x.shape
+    R = rois.shape[0]
+    q = quantize_rois(rois, spatial_scale, x.dtype)
+    h_lo, h_hi = _bin_edges(q[:, 1], q[:, 3], PH, H, x.dtype)  # (R, PH)
+    w_lo, w_hi = _bin_edges(q[:, 0], q[:, 2], PW, W, x.dtype)  # (R, PW)
+    batch = rois[:, 0].astype(np.int64)
+    empty = (h_hi <= h_lo)[:, :, None] | (w_hi <= w_lo)[:, None, :]  # (R, PH, PW)
+
+    xt = xp.ascontiguousarray(x.transpose(0, 2, 3, 1))  # (N, H, W, C): C-vectors contiguous
+    xt_flat = xt.reshape(-1)
+    channel = xp.arange(C)
+    out = xp.full((R, PH, PW, C), -np.inf, dtype=x.dtype)
+    argmax = xp.zeros((R, PH, PW, C), dtype=np.int64)  # channels last, like out
+    # A loop over RoIs (each has its own window) and, inside, over bins: PH + PW reductions
+    # per RoI, each vectorised over a bin's rows or columns and all channels.
+    hl, hh, wl, wh, bl = (a.tolist() for a in (h_lo, h_hi, w_lo, w_hi, batch))
+    for r in range(R):
+        y0, y1, x0, x1 = min(hl[r]), max(hh[r]), min(wl[r]), max(wh[r])
+        if y1 <= y0 or x1 <= x0:
+            continue  # every bin empty
+        win = xt[bl[r], y0:y1, x0:x1]  # (h, w, C)
+        col_max = xp.full((y1 - y0, PW, C), -np.inf, dtype=x.dtype)
+        h_arg = xp.zeros((PH, PW, C), dtype=np.int64)
+        for pw in range(PW):  # max over each column bin, for every row
+            if wh[r][pw] > wl[r][pw]:
+                xp.max(win[:, wl[r][pw] - x0 : wh[r][pw] - x0], axis=1, out=col_max[:, pw])
+        for ph in range(PH):  # max over each row bin, and the first row reaching it
+            n = hh[r][ph] - hl[r][ph]
+            if n <= 0:
+                continue
+            rows = col_max[hl[r][ph] - y0 : hh[r][ph] - y0]  # (n, PW, C)
+            xp.max(rows, axis=0, out=out[r, ph])
+            # first i with rows[i] == max: n - max_i((rows[i] == max) * (n - i))
+            rank = (rows == out[r, ph]) * xp.arange(n, 0, -1, dtype=np.int32)[:, None, None]
+            h_arg[ph] = hl[r][ph] + n - rank.max(axis=0)
+        # in the winning row, the first column of the bin reaching the max: read the bin's
+        # columns (the last one repeated up to J) from xt, where channels are adjacent
+        J = max(hi - lo for lo, hi in zip(wl[r], wh[r]))
+        cols = xp.clip(xp.minimum(w_lo[r] + xp.arange(J)[:, None], w_hi[r] - 1), 0, W - 1)
+        base = ((bl[r] * H + h_arg) * W) * C + channel  # (PH, PW, C) offsets of column 0
+        vals = xt_flat[base + (cols * C)[:, None, :, None]]  # (J, PH, PW, C)
+        rank = (vals == out[r]) * xp.arange(J, 0, -1, dtype=np.int32)[:, None, None, None]
+        w_arg = w_lo[r, None, :, None] + J - rank.max(axis=0)
+        argmax[r] = h_arg * W + w_arg
+
+    found = ~empty[..., None] & (out > -_FLT_MAX)  # the kernel's ">" from -FLT_MAX
+    argmax[~found] = -1
+    out = xp.where(empty[..., None], 0, xp.maximum(out, -_FLT_MAX))
+    out = xp.ascontiguousarray(out.transpose(0, 3, 1, 2))  # (R, PH, PW, C) -> (R, C, PH, PW)
+    return out, RoIPoolCache(tuple(x.shape), batch, argmax)
+
+
+def roi_pool_backward(dout, cache: RoIPoolCache):
+    """Gradient of ``roi_pool_forward``: each bin's dout added at its argmax.
+
+    dx[b, c].flat[argmax[r, c, ph, pw]] += dout[r, c, ph, pw] for every bin with a max.
+    Accumulated with ``bincount`` (float64, then cast back), which sums repeated
+    positions, e.g. one pixel winning the bins of several overlapping RoIs.
+
+    Args:
+        dout: (R, C, PH, PW).
+    Returns:
+        dx (N, C, H, W).
+    """
+    xp = get_xp(dout)
+    N, C, H, W = cache.x_shape
+    if dout.shape[0] == 0:
+        return xp.zeros(cache.x_shape, dtype=dout.dtype)
+    d = dout.transpose(0, 2, 3, 1)  # (R, PH, PW, C), the layout of argmax
+    plane = (cache.batch[:, None] * C + xp.arange(C)[None, :]) * (H * W)  # (R, C)
+    flat = plane[:, None, None, :] + cache.argmax  # (R, PH, PW, C) index into dx.ravel()
+    hit = cache.argmax >= 0
+    dx = xp.bincount(flat[hit], weights=d[hit], minlength=N * C * H * W)
+    return dx.astype(dout.dtype).reshape(cache.x_shape)
+
+
+# ----------------------------------------------------------------------------- naive
+
+
+def roi_pool_naive(x, rois, output_size, spatial_scale=1.0):
+    """Loop version of ``roi_pool_forward``, the kernel's scan written out.
+
+    For each RoI and bin, scan h then w with a strict ``>`` from -FLT_MAX, vectorised
+    over channels only. Returns (out, cache) like the fast version.
+    """
+    xp = get_xp(x)
+    PH, PW = _pair(output_size)
+    N, C, H, W = x.shape
+    R = rois.shape[0]
+    out = xp.zeros((R, C, PH, PW), dtype=x.dtype)
+    argmax = xp.full((R, PH, PW, C), -1, dtype=np.int64)
+    q = quantize_rois(rois, spatial_scale, x.dtype).tolist()
+    t = np.dtype(x.dtype).type
+    for r in range(R):
+        b = int(rois[r, 0])
+        x_start, y_start, roi_w, roi_h = q[r]
+        bin_h, bin_w = t(roi_h) / t(PH), t(roi_w) / t(PW)
+        for ph in range(PH):
+            h_lo = min(max(math.floor(t(ph) * bin_h) + y_start, 0), H)
+            h_hi = min(max(math.ceil(t(ph + 1) * bin_h) + y_start, 0), H)
+            for pw in range(PW):
+                w_lo = min(max(math.floor(t(pw) * bin_w) + x_start, 0), W)
+                w_hi = min(max(math.ceil(t(pw + 1) * bin_w) + x_start, 0), W)
+                if h_hi <= h_lo or w_hi <= w_lo:
+                    continue  # empty bin: 0, argmax -1
+                best = xp.full(C, -_FLT_MAX, dtype=x.dtype)
+                where = xp.full(C, -1, dtype=np.int64)
+                for h in range(h_lo, h_hi):
+                    for w in range(w_lo, w_hi):
+                        v = x[b, :, h, w]
+                        better = v > best
+                        best = xp.where(better, v, best)
+                        where = xp.where(better, h * W + w, where)
+                out[r, :, ph, pw] = best
+                argmax[r, ph, pw] = where
+    return out, RoIPoolCache(tuple(x.shape), rois[:, 0].astype(np.int64), argmax)
+
+
+def roi_pool_naive_backward(dout, cache: RoIPoolCache):
+    """Loop version of ``roi_pool_backward``: one ``+=`` per bin and channel."""
+    xp = get_xp(dout)
+    N, C, H, W = cache.x_shape
+    dx = xp.zeros(cache.x_shape, dtype=dout.dtype)
+    R, _, PH, PW = dout.shape
+    for r in range(R):
+        b = int(cache.batch[r])
+        for c in range(C):
+            for ph in range(PH):
+                for pw in range(PW):
+                    k = int(cache.argmax[r, ph, pw, c])
+                    if k >= 0:
+                        dx[b, c, k // W, k % W] += dout[r, c, ph, pw]
+    return dx

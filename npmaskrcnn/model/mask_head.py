@@ -1,0 +1,109 @@
+"""The mask branch: a small FCN on 14x14 pooled features of the positive RoIs.
+
+    pooled (P, C, 14, 14) -> 4 x [conv3x3 256 + ReLU] -> deconv 2x2/2 + ReLU (28x28)
+        -> conv1x1 -> mask_logits (P, K, 28, 28)      (paper Fig. 4, right)
+
+Loss (paper section 3): for a positive RoI whose ground-truth class is k, only channel
+k is used — a per-pixel sigmoid with binary cross-entropy averaged over the pixels.
+The other K-1 channels get *no gradient*, so classes do not compete; the box branch's
+classifier decides the class. The target is the RoI's matched ground-truth mask cut
+out by RoIAlign onto the RoI at 28x28 (tv ``project_masks_on_boxes``).
+
+The ablation's alternatives (paper Table 2b and 4.2): ``"softmax"`` — a per-pixel
+softmax over the K channels, background as class 0, i.e. multinomial masks that
+compete — and class-agnostic masks (one output channel).
+"""
+
+from __future__ import annotations
+
+from ..backend import get_xp
+from ..layers.activations import ReLU
+from ..layers.conv import Conv2d
+from ..layers.conv_transpose import ConvTranspose2d
+from ..layers.module import Sequential, kaiming_normal
+from ..layers.roi_align import roi_align_forward
+from ..losses.cross_entropy import softmax_cross_entropy
+from ..losses.sigmoid_bce import sigmoid_binary_cross_entropy
+
+
+def _kaiming_fan_out(conv, rng) -> None:
+    """tv mask head init: kaiming_normal(mode='fan_out', relu), bias 0."""
+    w = conv.params["weight"]
+    # PyTorch takes dim 0 as fan-out for both layouts: (F, C, KH, KW) and the
+    # transposed conv's (C_in, C_out, KH, KW)
+    fan_out = w.shape[0] * w.shape[2] * w.shape[3]
+    w[...] = kaiming_normal(rng, w.shape, fan_out, dtype=w.dtype)
+    conv.params["bias"][...] = 0
+
+
+class MaskRCNNHeads(Sequential):
+    """``len(layers)`` x (conv3x3 + ReLU); names ``{i}.0`` as tv ``MaskRCNNHeads``."""
+
+    def __init__(self, in_channels: int, layers: tuple, rng, dtype):
+        blocks, c = [], in_channels
+        for out in layers:
+            conv = Conv2d(c, out, 3, padding=1, rng=rng, dtype=dtype)
+            _kaiming_fan_out(conv, rng)
+            blocks.append(Sequential(conv, ReLU()))
+            c = out
+        super().__init__(*blocks)
+
+
+class MaskRCNNPredictor(Sequential):
+    """``conv5_mask`` (2x2 stride-2 deconv) + ReLU + ``mask_fcn_logits`` (1x1 to K)."""
+
+    def __init__(self, in_channels: int, dim_reduced: int, num_classes: int, rng, dtype):
+        super().__init__()
+        self.add_module("conv5_mask", ConvTranspose2d(in_channels, dim_reduced, 2, stride=2,
+                                                      rng=rng, dtype=dtype))
+        self.add_module("relu", ReLU())
+        self.add_module("mask_fcn_logits", Conv2d(dim_reduced, num_classes, 1, rng=rng,
+                                                  dtype=dtype))
+        _kaiming_fan_out(self.conv5_mask, rng)
+        _kaiming_fan_out(self.mask_fcn_logits, rng)
+
+
+def project_masks_on_boxes(gt_masks, boxes, matched_idxs, m: int):
+    """Mask targets: each RoI's matched GT mask, RoIAligned onto the RoI at m x m.
+
+    Args:
+        gt_masks: (G, H, W) binary masks of one image; boxes: (P, 4) positive RoIs;
+        matched_idxs: (P,) index of each RoI's ground truth.
+    Returns:
+        (P, m, m) soft targets in [0, 1] (tv ``project_masks_on_boxes``: roi_align with
+        spatial_scale 1, adaptive sampling, aligned=False). No gradient.
+    """
+    xp = get_xp(boxes)
+    rois = xp.concatenate([matched_idxs[:, None].astype(boxes.dtype), boxes], axis=1)
+    masks = gt_masks[:, None].astype(boxes.dtype)  # (G, 1, H, W)
+    out, _ = roi_align_forward(masks, rois, (m, m), 1.0, sampling_ratio=-1, aligned=False)
+    return out[:, 0]
+
+
+def maskrcnn_loss(mask_logits, mask_targets, labels, mode: str = "sigmoid"):
+    """The mask loss and its gradient.
+
+    Args:
+        mask_logits: (P, K, M, M) (K = 1 for class-agnostic masks);
+        mask_targets: (P, M, M) in [0, 1]; labels: (P,) ground-truth classes.
+        mode: "sigmoid" (paper: per-class binary, only the GT channel) or "softmax"
+            (multinomial over the K channels; pixel target = label inside the mask,
+            0 = background outside, the mask target binarised at 0.5).
+    Returns:
+        (loss, dmask_logits (P, K, M, M)). With P = 0 the loss is 0 and the gradient empty.
+    """
+    xp = get_xp(mask_logits)
+    p, k = mask_logits.shape[:2]
+    dlogits = xp.zeros_like(mask_logits)
+    if p == 0:
+        return xp.zeros((), mask_logits.dtype), dlogits
+    if mode == "sigmoid":
+        channel = labels if k > 1 else xp.zeros_like(labels)
+        rows = xp.arange(p)
+        loss, dsel = sigmoid_binary_cross_entropy(mask_logits[rows, channel], mask_targets)
+        dlogits[rows, channel] = dsel  # every other channel: zero gradient, no competition
+        return loss, dlogits
+    if mode == "softmax":
+        pixel_labels = (mask_targets >= 0.5).astype(xp.int64) * labels[:, None, None]
+        return softmax_cross_entropy(mask_logits, pixel_labels)
+    raise ValueError(f"unknown mask loss {mode!r}: choose 'sigmoid' or 'softmax'")

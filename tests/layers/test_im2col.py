@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from npmaskrcnn.backend import asnumpy
+from npmaskrcnn.gradcheck import rel_error
+from npmaskrcnn.layers.im2col import (
+    as_pair,
+    col2im,
+    col2im_naive,
+    conv_output_size,
+    im2col,
+    im2col_naive,
+    pad_input,
+)
+
+
+def test_as_pair_and_output_size():
+    assert as_pair(3) == (3, 3)
+    assert as_pair((2, 5)) == (2, 5)
+    assert conv_output_size(7, 3, 2, 1) == 4  # (7 + 2 - 3) // 2 + 1
+    assert conv_output_size(6, 3, 2, 0) == 2  # floor: the last row is never a window start
+    assert conv_output_size(14, 3, 1, 1) == 14  # 'same' 3x3
+
+
+def test_im2col_hand_computed(xp):
+    # x = [[0 1 2], [3 4 5], [6 7 8]], 2x2 windows, stride 1: four windows, one per column.
+    x = xp.arange(9, dtype=xp.float64).reshape(1, 1, 3, 3)
+    expected = np.array(
+        [
+            [0, 1, 3, 4],  # (i, j) = (0, 0): the top-left element of each window
+            [1, 2, 4, 5],  # (0, 1)
+            [3, 4, 6, 7],  # (1, 0)
+            [4, 5, 7, 8],  # (1, 1)
+        ],
+        dtype=np.float64,
+    )
+    np.testing.assert_array_equal(asnumpy(im2col(x, 2)), expected)
+
+
+def test_im2col_padding_stride_hand_computed(xp):
+    # 1x2 image [a b] = [1 2], kernel 1x2, stride 2, padding (0, 1): padded [0 1 2 0],
+    # windows start at columns 0 and 2: [0 1] and [2 0].
+    x = xp.asarray([[[[1.0, 2.0]]]])
+    cols = im2col(x, (1, 2), stride=2, padding=(0, 1))
+    np.testing.assert_array_equal(asnumpy(cols), [[0.0, 2.0], [1.0, 0.0]])
+
+
+def test_col2im_hand_computed_overlap(xp):
+    # All-ones columns of a 2x2 kernel over a 3x3 image: col2im counts how many windows
+    # cover each pixel (the centre is in all four).
+    cols = xp.ones((4, 4))
+    expected = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float64)
+    np.testing.assert_array_equal(asnumpy(col2im(cols, (1, 1, 3, 3), 2))[0, 0], expected)
+
+
+def test_pad_input(xp):
+    x = xp.ones((1, 2, 2, 3))
+    p = pad_input(x, (1, 2))
+    assert p.shape == (1, 2, 4, 7)
+    assert float(p.sum()) == 12.0 and float(p[0, 0, 1, 2]) == 1.0 and float(p[0, 0, 0, 0]) == 0.0
+    assert pad_input(x, (0, 0)) is x
+
+
+conv_geometry = st.tuples(
+    st.integers(0, 2),  # N (0: an empty batch)
+    st.integers(1, 3),  # C
+    st.integers(1, 6),  # H
+    st.integers(1, 6),  # W
+    st.integers(1, 3),  # KH
+    st.integers(1, 3),  # KW
+    st.integers(1, 3),  # sh
+    st.integers(1, 3),  # sw
+    st.integers(0, 2),  # ph
+    st.integers(0, 2),  # pw
+).filter(lambda g: g[2] + 2 * g[8] >= g[4] and g[3] + 2 * g[9] >= g[5])
+
+
+@settings(max_examples=40, deadline=None)
+@given(geometry=conv_geometry, seed=st.integers(0, 2**16))
+def test_im2col_col2im_match_loops(geometry, seed):
+    n, c, h, w, kh, kw, sh, sw, ph, pw = geometry
+    args = ((kh, kw), (sh, sw), (ph, pw))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w))
+    cols = im2col(x, *args)
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    assert cols.shape == (c * kh * kw, n * oh * ow)
+    assert cols.flags.c_contiguous
+    np.testing.assert_array_equal(cols, im2col_naive(x, *args))  # a copy: exact
+    dcols = rng.standard_normal(cols.shape)
+    back = col2im(dcols, x.shape, *args)
+    assert back.shape == x.shape
+    assert rel_error(back, col2im_naive(dcols, x.shape, *args)) < 1e-10
+
+
+@settings(max_examples=30, deadline=None)
+@given(geometry=conv_geometry, seed=st.integers(0, 2**16))
+def test_col2im_is_adjoint_of_im2col(geometry, seed):
+    # <im2col(x), D> = <x, col2im(D)> for every x and D: col2im is im2col's transpose.
+    n, c, h, w, kh, kw, sh, sw, ph, pw = geometry
+    args = ((kh, kw), (sh, sw), (ph, pw))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w))
+    cols = im2col(x, *args)
+    d = rng.standard_normal(cols.shape)
+    lhs, rhs = float((cols * d).sum()), float((x * col2im(d, x.shape, *args)).sum())
+    assert abs(lhs - rhs) <= 1e-10 * max(1.0, abs(lhs))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_preserved(xp, dtype):
+    x = xp.ones((2, 3, 5, 5), dtype=dtype)
+    cols = im2col(x, 3, 1, 1)
+    assert cols.dtype == dtype
+    assert col2im(cols, x.shape, 3, 1, 1).dtype == dtype
+
+
+def test_backends_agree(xp):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 7, 6))
+    cols = im2col(xp.asarray(x), (3, 2), (2, 1), (1, 0))
+    np.testing.assert_array_equal(asnumpy(cols), im2col_naive(x, (3, 2), (2, 1), (1, 0)))
+    back = col2im(cols, x.shape, (3, 2), (2, 1), (1, 0))
+    expected = col2im_naive(asnumpy(cols), x.shape, (3, 2), (2, 1), (1, 0))
+    assert rel_error(back, expected) < 1e-10
