@@ -9,10 +9,14 @@ from .backend import (
     set_backend,
     to_backend,
 )
+from .config import MaskRCNNConfig
+from .model.mask_rcnn import MaskRCNN
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MaskRCNN",
+    "MaskRCNNConfig",
     "Generator",
     "asnumpy",
     "get_backend",

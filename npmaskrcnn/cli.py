@@ -5,6 +5,7 @@
     npmaskrcnn train        [--ann --images]   train (default: fresh shapes data, shapes preset)
     npmaskrcnn eval         CHECKPOINT ...     COCOeval bbox + segm on a COCO dataset
     npmaskrcnn predict      CHECKPOINT IMAGES  PNGs with masks drawn + detections JSON
+    npmaskrcnn ablate       [--quick|--full]   the RoIAlign vs RoIPool ablation (Table 2)
 
 Every subcommand takes ``--backend numpy|cupy``; ``npmaskrcnn SUBCOMMAND --help``
 explains the options.
@@ -87,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write detections.json and metrics.json here")
     p.add_argument("--per-category", action="store_true")
     _add_backend(p)
+
+    sub.add_parser("ablate", help="the RoIAlign vs RoIPool ablation (paper Table 2)",
+                   add_help=False, description="Runs npmaskrcnn.engine.ablation; "
+                   "'npmaskrcnn ablate --help' lists its options.")
 
     p = sub.add_parser("predict", help="draw predicted masks on images")
     p.add_argument("checkpoint")
@@ -234,6 +239,11 @@ COMMANDS = {"make-shapes": cmd_make_shapes, "coco-subset": cmd_coco_subset,
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["ablate"]:  # its own parser: all remaining options are the ablation's
+        from .engine.ablation import main as ablate_main
+
+        return ablate_main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
     if getattr(args, "backend", None):
         try:

@@ -1,0 +1,18 @@
+"""The code stays clean under the project's ruff configuration (pyproject.toml)."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ruff_is_clean():
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is in the dev extra; not installed here")
+    res = subprocess.run([ruff, "check", "npmaskrcnn", "tests", "benchmarks"], cwd=ROOT,
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-1000:]
