@@ -18,6 +18,7 @@ Usage::
     python benchmarks/bench_ops.py                 # everything, 3 repeats, 2 threads
     python benchmarks/bench_ops.py --quick         # 1 repeat, 512 RoIs, 5000 boxes
     python benchmarks/bench_ops.py --only roi --repeat 5
+    python benchmarks/bench_ops.py --only roi --match "roi_pool 7x7 R=512"
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="1 repeat, 512 RoIs, 5000 boxes")
     p.add_argument("--threads", type=int, default=2, help="BLAS and torch threads")
     p.add_argument("--only", choices=("roi", "nms", "iou"), default=None)
+    p.add_argument("--match", default="", help="only the RoI/NMS cases whose label has this")
     return p.parse_args(argv)
 
 
@@ -143,17 +145,19 @@ def row(label: str, ours: float, theirs: float | None) -> str:
     return f"{label:<40} {ours:10.1f} {theirs:10.1f} {ours / theirs:6.2f}"
 
 
-def run_roi(torch, repeat, Rs):
+def run_roi(torch, repeat, Rs, match=""):
     print(f"{'RoI op (forward | forward+backward)':<40} {'ours ms':>10} {'tv ms':>10} "
           f"{'ratio':>6}")
     for label, fwd, fb, op, x, rois, args, dout in roi_cases(Rs):
+        if match not in label:
+            continue
         fns = [fwd, fb] + (list(torch_roi(torch, op, x, rois, args, dout)) if torch else [])
         t = best_of(fns, repeat)
         print(row(label + " fwd", t[0], t[2] if torch else None), flush=True)
         print(row(label + " f+b", t[1], t[3] if torch else None), flush=True)
 
 
-def run_nms(torch, repeat, ns):
+def run_nms(torch, repeat, ns, match=""):
     import numpy as np
 
     try:
@@ -170,13 +174,17 @@ def run_nms(torch, repeat, ns):
             cases = [("nms", lambda b=boxes, s=scores: nms(b, s, 0.7)),
                      ("batched_nms", lambda b=boxes, s=scores, g=groups: batched_nms(b, s, g, 0.7))]
             for name, ours in cases:
+                if match not in f"{name} {kind} n={n}":
+                    continue
                 fns = [ours]
                 if torch:
                     import torchvision.ops as tv_ops
 
                     tb, ts, tg = (torch.from_numpy(a) for a in (boxes, scores, groups))
-                    fns.append((lambda: tv_ops.nms(tb, ts, 0.7)) if name == "nms" else
-                               (lambda: tv_ops.batched_nms(tb, ts, tg, 0.7)))
+                    if name == "nms":
+                        fns.append(lambda b=tb, s=ts: tv_ops.nms(b, s, 0.7))
+                    else:
+                        fns.append(lambda b=tb, s=ts, g=tg: tv_ops.batched_nms(b, s, g, 0.7))
                 t = best_of(fns, repeat)
                 label = f"{name} {kind} n={n} (kept {len(ours())})"
                 print(row(label, t[0], t[1] if torch else None), flush=True)
@@ -218,9 +226,9 @@ def main(argv=None) -> None:
     print(f"float32, {args.threads} threads, min of {repeat} alternating runs, ms per call; "
           f"ratio = ours / torchvision")
     if args.only in (None, "roi"):
-        run_roi(torch, repeat, [512] if args.quick else [512, 2000])
+        run_roi(torch, repeat, [512] if args.quick else [512, 2000], args.match)
     if args.only in (None, "nms"):
-        run_nms(torch, repeat, [5000] if args.quick else [1000, 5000, 20000])
+        run_nms(torch, repeat, [5000] if args.quick else [1000, 5000, 20000], args.match)
     if args.only in (None, "iou"):
         run_iou(torch, repeat)
 

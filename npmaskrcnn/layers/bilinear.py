@@ -18,7 +18,12 @@ product of a row test and a column test, and each of the four weights is a row w
 (hy or ly, zero when y is outside) times a column weight (hx or lx, zero when x is
 outside). ``linear_weights_1d`` computes one axis of it; ``interpolation_matrix`` uses
 it to build, per RoI, the small matrix that averages the bilinear samples of each bin
-along one axis, which turns RoIAlign into two matrix products (see ``roi_align.py``).
+along one axis, which turns RoIAlign into two matrix products (see ``roi_align.py``);
+``separable_forward`` / ``separable_backward`` apply those products to every RoI's
+block of the map and scatter their transposes back.
+
+``bilinear_corners`` and ``bilinear_interpolate`` are the scalar teaching versions used
+by the loop implementations (``*_naive``).
 """
 
 from __future__ import annotations
@@ -88,12 +93,13 @@ def linear_weights_1d(coord, size: int):
     Returns:
         ``(low, high, w_low, w_high)``: int64 indices in [0, size - 1] and weights of the
         coordinate's dtype, ``w_low = 1 - l`` and ``w_high = l`` with l the fractional
-        part after clamping, both zero where coord < -1 or coord > size (outside).
-        The 2-D weight of corner (row, col) is the row weight times the column weight.
+        part after clamping, both zero where coord < -1 or coord > size (outside; NaN
+        too, as in the kernel). The 2-D weight of corner (row, col) is the row weight
+        times the column weight.
     """
     xp = get_xp(coord)
     inside = (coord >= -1.0) & (coord <= size)
-    c = xp.clip(coord, 0, size)  # y <= 0 reads row 0; beyond size is outside anyway
+    c = xp.where(inside, xp.maximum(coord, 0), 0)  # y <= 0 reads row 0; outside reads none
     low = xp.minimum(c.astype(np.int64), size - 1)  # c >= 0: astype truncates = floor
     at_end = low >= size - 1
     c = xp.where(at_end, low.astype(coord.dtype), c)  # y past the last row reads it
@@ -209,14 +215,21 @@ def _steps(plan: SeparablePlan, channels: int):
 def separable_forward(xt, plan: SeparablePlan, reduce=None):
     """``S[r] = A_y[r] @ V_r @ A_x[r]^T`` for every RoI, V_r its touched block of the map.
 
+    Columns first: ``A_x @ V_r[k]`` for each block row k, then ``A_y @`` for each output
+    column. Every product is a small matrix of C-vectors (at most PX x Kx x C multiply-
+    adds), which BLAS runs well on one thread; one large product per RoI would be
+    threaded, and on a busy machine waiting for the second thread costs milliseconds.
+
     Args:
         xt: (N, H, W, C) the feature map, channels last (so a block gather moves whole
             C-vectors).
         plan: the RoIs' row/column matrices (``interpolation_matrix`` of each axis).
         reduce: optional ``reduce(S_chunk, roi_slice) -> out_chunk`` applied step by step
-            (e.g. a max over samples), so the full S is never held at once.
+            (e.g. a max over samples), so the full S is never held at once. Chunks are
+            laid out (c, PX, PY, C), the order the products leave, and so is its result.
     Returns:
-        (R, PY, PX, C), or what ``reduce`` makes of it, concatenated over RoIs.
+        (R, C, PY, PX), NCHW like the RoI ops' outputs (each chunk is transposed while
+        it is small and in cache), or the same for what ``reduce`` makes of S.
     """
     xp = get_xp(xt)
     C = xt.shape[-1]
@@ -227,36 +240,38 @@ def separable_forward(xt, plan: SeparablePlan, reduce=None):
             block = xt[b][plan.rows[sl.start, :Ky, None], plan.cols[sl.start, None, :Kx]][None]
         else:  # (c, Ky, Kx, C): a batch of padded blocks
             block = xt[plan.batch[sl, None, None], plan.rows[sl, :, None], plan.cols[sl, None, :]]
-        c = block.shape[0]
-        t = plan.A_y[sl, :, :Ky] @ block.reshape(c, Ky, Kx * C)  # (c, PY, Kx*C): rows
-        s = plan.A_x[sl, None, :, :Kx] @ t.reshape(c, PY, Kx, C)  # (c, PY, PX, C): columns
-        out.append(s if reduce is None else reduce(s, sl))
+        t = plan.A_x[sl, None, :, :Kx] @ block  # (c, Ky, PX, C): columns, row by row
+        s = plan.A_y[sl, None, :, :Ky] @ t.transpose(0, 2, 1, 3)  # (c, PX, PY, C): rows
+        s = s if reduce is None else reduce(s, sl)
+        out.append(xp.ascontiguousarray(s.transpose(0, 3, 2, 1)))  # (c, C, PY, PX)
     if not out:  # no RoIs: reduce an empty chunk for the output shape
-        s = xp.zeros((0, PY, PX, C), dtype=xt.dtype)
-        return s if reduce is None else reduce(s, slice(0, 0))
+        s = xp.zeros((0, PX, PY, C), dtype=xt.dtype)
+        s = s if reduce is None else reduce(s, slice(0, 0))
+        return s.transpose(0, 3, 2, 1)
     return xp.concatenate(out, axis=0)
 
 
-def separable_backward(ds, plan: SeparablePlan, xt_shape: tuple, expand=None):
+def separable_backward(dout, plan: SeparablePlan, xt_shape: tuple, expand=None):
     """Adjoint of ``separable_forward``: ``dV_r = A_y[r]^T @ dS[r] @ A_x[r]``, scattered.
 
     Args:
-        ds: (R, PY, PX, C) upstream gradient of S (or of the reduced output, when
-            ``expand(d_chunk, roi_slice) -> dS_chunk`` undoes the forward's ``reduce``).
+        dout: (R, C, PY, PX) upstream gradient of the forward's output; with ``expand``
+            (``expand(d_chunk, roi_slice) -> dS_chunk``, chunks laid out (c, X, Y, C) and
+            (c, PX, PY, C)) the gradient of what ``reduce`` made of S.
         plan: as in the forward.
         xt_shape: (N, H, W, C).
     Returns:
         dxt (N, H, W, C), each RoI's block gradient added where the block was read.
     """
-    xp = get_xp(ds)
+    xp = get_xp(dout)
     C = xt_shape[-1]
-    dxt = xp.zeros(xt_shape, dtype=ds.dtype)
+    dxt = xp.zeros(xt_shape, dtype=dout.dtype)
     for sl, Ky, Kx, b in _steps(plan, C):
-        d = ds[sl] if expand is None else expand(ds[sl], sl)  # (c, PY, PX, C)
-        c, PY = d.shape[:2]
-        dt = plan.A_x[sl, None, :, :Kx].swapaxes(-1, -2) @ d  # (c, PY, Kx, C)
-        dblock = plan.A_y[sl, :, :Ky].swapaxes(-1, -2) @ dt.reshape(c, PY, Kx * C)
-        dblock = dblock.reshape(c, Ky, Kx, C)
+        d = xp.ascontiguousarray(dout[sl].transpose(0, 3, 2, 1))  # (c, X, Y, C)
+        d = d if expand is None else expand(d, sl)  # (c, PX, PY, C)
+        dt = plan.A_y[sl, None, :, :Ky].swapaxes(-1, -2) @ d  # (c, PX, Ky, C): rows
+        dblock = plan.A_x[sl, None, :, :Kx].swapaxes(-1, -2) @ dt.transpose(0, 2, 1, 3)
+        # dblock: (c, Ky, Kx, C), columns
         if b is not None:  # one RoI: its rows and cols are unique, so += loses nothing
             dxt[b][plan.rows[sl.start, :Ky, None], plan.cols[sl.start, None, :Kx]] += dblock[0]
         else:  # blocks of different RoIs overlap: accumulate repeated indices

@@ -15,8 +15,8 @@ w_lo <= w < w_hi. An empty bin (clamped away) gives 0 and no gradient. The backw
 sends dout to the argmax; on ties, the first maximum in row-major (h, then w) order, as
 the kernel's ``>`` scan keeps it. Like the kernel, the running max starts at -FLT_MAX.
 
-Two roundings lose alignment: the RoI edges (``round``) and the bin edges (floor/ceil),
-up to half a feature pixel each, i.e. 8 image pixels at stride 16.
+Two roundings lose alignment: the RoI edges (``round``: up to half a feature pixel, 8
+image pixels at stride 16) and the bin edges (floor/ceil: up to one more pixel).
 
 Fast path, separable max: the max over a rectangle is the max over its rows of the max
 over its columns, and the first row-major argmax is the first row reaching the max, then
@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import get_xp
+from ..backend import get_xp, scatter_add
 
 _FLT_MAX = float(np.finfo(np.float32).max)  # torchvision's initial max, for every dtype
 
@@ -81,7 +81,7 @@ class RoIPoolCache(NamedTuple):
 
     x_shape: tuple  # (N, C, H, W)
     batch: Any  # (R,) int64 image of each RoI
-    argmax: Any  # (R, PH, PW, C) int64 h*W + w of each bin's max in its plane, -1 if empty
+    argmax: Any  # (R, C, PH, PW) int64 h*W + w of each bin's max in its plane, -1 if empty
 
 
 def roi_pool_forward(x, rois, output_size, spatial_scale=1.0):
@@ -108,8 +108,8 @@ def roi_pool_forward(x, rois, output_size, spatial_scale=1.0):
     xt = xp.ascontiguousarray(x.transpose(0, 2, 3, 1))  # (N, H, W, C): C-vectors contiguous
     xt_flat = xt.reshape(-1)
     channel = xp.arange(C)
-    out = xp.full((R, PH, PW, C), -np.inf, dtype=x.dtype)
-    argmax = xp.zeros((R, PH, PW, C), dtype=np.int64)  # channels last, like out
+    out = xp.zeros((R, C, PH, PW), dtype=x.dtype)
+    argmax = xp.full((R, C, PH, PW), -1, dtype=np.int64)
     # A loop over RoIs (each has its own window) and, inside, over bins: PH + PW reductions
     # per RoI, each vectorised over a bin's rows or columns and all channels.
     hl, hh, wl, wh, bl = (a.tolist() for a in (h_lo, h_hi, w_lo, w_hi, batch))
@@ -119,6 +119,7 @@ def roi_pool_forward(x, rois, output_size, spatial_scale=1.0):
             continue  # every bin empty
         win = xt[bl[r], y0:y1, x0:x1]  # (h, w, C)
         col_max = xp.full((y1 - y0, PW, C), -np.inf, dtype=x.dtype)
+        m = xp.full((PH, PW, C), -np.inf, dtype=x.dtype)  # the bins' maxima
         h_arg = xp.zeros((PH, PW, C), dtype=np.int64)
         for pw in range(PW):  # max over each column bin, for every row
             if wh[r][pw] > wl[r][pw]:
@@ -128,9 +129,9 @@ def roi_pool_forward(x, rois, output_size, spatial_scale=1.0):
             if n <= 0:
                 continue
             rows = col_max[hl[r][ph] - y0 : hh[r][ph] - y0]  # (n, PW, C)
-            xp.max(rows, axis=0, out=out[r, ph])
+            xp.max(rows, axis=0, out=m[ph])
             # first i with rows[i] == max: n - max_i((rows[i] == max) * (n - i))
-            rank = (rows == out[r, ph]) * xp.arange(n, 0, -1, dtype=np.int32)[:, None, None]
+            rank = (rows == m[ph]) * xp.arange(n, 0, -1, dtype=np.int32)[:, None, None]
             h_arg[ph] = hl[r][ph] + n - rank.max(axis=0)
         # in the winning row, the first column of the bin reaching the max: read the bin's
         # columns (the last one repeated up to J) from xt, where channels are adjacent
@@ -138,23 +139,22 @@ def roi_pool_forward(x, rois, output_size, spatial_scale=1.0):
         cols = xp.clip(xp.minimum(w_lo[r] + xp.arange(J)[:, None], w_hi[r] - 1), 0, W - 1)
         base = ((bl[r] * H + h_arg) * W) * C + channel  # (PH, PW, C) offsets of column 0
         vals = xt_flat[base + (cols * C)[:, None, :, None]]  # (J, PH, PW, C)
-        rank = (vals == out[r]) * xp.arange(J, 0, -1, dtype=np.int32)[:, None, None, None]
+        rank = (vals == m) * xp.arange(J, 0, -1, dtype=np.int32)[:, None, None, None]
         w_arg = w_lo[r, None, :, None] + J - rank.max(axis=0)
-        argmax[r] = h_arg * W + w_arg
-
-    found = ~empty[..., None] & (out > -_FLT_MAX)  # the kernel's ">" from -FLT_MAX
-    argmax[~found] = -1
-    out = xp.where(empty[..., None], 0, xp.maximum(out, -_FLT_MAX))
-    out = xp.ascontiguousarray(out.transpose(0, 3, 1, 2))  # (R, PH, PW, C) -> (R, C, PH, PW)
+        found = ~empty[r, :, :, None] & (m > -_FLT_MAX)  # the kernel's ">" from -FLT_MAX
+        m = xp.where(empty[r, :, :, None], 0, xp.maximum(m, -_FLT_MAX))
+        # (PH, PW, C) -> (C, PH, PW) while the RoI's results are small and in cache
+        out[r] = m.transpose(2, 0, 1)
+        argmax[r] = xp.where(found, h_arg * W + w_arg, -1).transpose(2, 0, 1)
     return out, RoIPoolCache(tuple(x.shape), batch, argmax)
 
 
 def roi_pool_backward(dout, cache: RoIPoolCache):
     """Gradient of ``roi_pool_forward``: each bin's dout added at its argmax.
 
-    dx[b, c].flat[argmax[r, c, ph, pw]] += dout[r, c, ph, pw] for every bin with a max.
-    Accumulated with ``bincount`` (float64, then cast back), which sums repeated
-    positions, e.g. one pixel winning the bins of several overlapping RoIs.
+    dx[b, c].flat[argmax[r, c, ph, pw]] += dout[r, c, ph, pw] for every bin with a max,
+    with ``scatter_add``, which sums repeated positions (one pixel can win the bins of
+    several overlapping RoIs).
 
     Args:
         dout: (R, C, PH, PW).
@@ -165,12 +165,12 @@ def roi_pool_backward(dout, cache: RoIPoolCache):
     N, C, H, W = cache.x_shape
     if dout.shape[0] == 0:
         return xp.zeros(cache.x_shape, dtype=dout.dtype)
-    d = dout.transpose(0, 2, 3, 1)  # (R, PH, PW, C), the layout of argmax
     plane = (cache.batch[:, None] * C + xp.arange(C)[None, :]) * (H * W)  # (R, C)
-    flat = plane[:, None, None, :] + cache.argmax  # (R, PH, PW, C) index into dx.ravel()
+    flat = plane[:, :, None, None] + cache.argmax  # (R, C, PH, PW) index into dx.ravel()
     hit = cache.argmax >= 0
-    dx = xp.bincount(flat[hit], weights=d[hit], minlength=N * C * H * W)
-    return dx.astype(dout.dtype).reshape(cache.x_shape)
+    dx = xp.zeros(N * C * H * W, dtype=dout.dtype)
+    scatter_add(dx, flat[hit], dout[hit])
+    return dx.reshape(cache.x_shape)
 
 
 # ----------------------------------------------------------------------------- naive
@@ -187,7 +187,7 @@ def roi_pool_naive(x, rois, output_size, spatial_scale=1.0):
     N, C, H, W = x.shape
     R = rois.shape[0]
     out = xp.zeros((R, C, PH, PW), dtype=x.dtype)
-    argmax = xp.full((R, PH, PW, C), -1, dtype=np.int64)
+    argmax = xp.full((R, C, PH, PW), -1, dtype=np.int64)
     q = quantize_rois(rois, spatial_scale, x.dtype).tolist()
     t = np.dtype(x.dtype).type
     for r in range(R):
@@ -211,7 +211,7 @@ def roi_pool_naive(x, rois, output_size, spatial_scale=1.0):
                         best = xp.where(better, v, best)
                         where = xp.where(better, h * W + w, where)
                 out[r, :, ph, pw] = best
-                argmax[r, ph, pw] = where
+                argmax[r, :, ph, pw] = where
     return out, RoIPoolCache(tuple(x.shape), rois[:, 0].astype(np.int64), argmax)
 
 
@@ -226,7 +226,7 @@ def roi_pool_naive_backward(dout, cache: RoIPoolCache):
         for c in range(C):
             for ph in range(PH):
                 for pw in range(PW):
-                    k = int(cache.argmax[r, ph, pw, c])
+                    k = int(cache.argmax[r, c, ph, pw])
                     if k >= 0:
                         dx[b, c, k // W, k % W] += dout[r, c, ph, pw]
     return dx

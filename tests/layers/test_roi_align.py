@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from npmaskrcnn.backend import asnumpy
 from npmaskrcnn.gradcheck import check_layer, rel_error
 from npmaskrcnn.layers import bilinear
-from npmaskrcnn.layers.bilinear import bilinear_corners, interpolation_matrix
 from npmaskrcnn.layers.roi_align import (
     roi_align_backward,
     roi_align_forward,
@@ -45,16 +44,6 @@ def special_rois():
     ])
 
 
-def test_bilinear_corners_follow_torchvision_rules():
-    assert bilinear_corners(-1.5, 1.0, 4, 4) == []  # y < -1: outside
-    assert bilinear_corners(1.0, 4.5, 4, 4) == []  # x > W: outside
-    # -1 <= y <= 0 reads row 0; x = 1.25 mixes columns 1 and 2
-    assert bilinear_corners(-0.5, 1.25, 4, 4) == [(0, 1, 0.75), (0, 2, 0.25), (1, 1, 0.0),
-                                                   (1, 2, 0.0)]
-    # H - 1 <= y <= H reads the last row only
-    assert [c[:2] for c in bilinear_corners(3.7, 0.0, 4, 4)] == [(3, 0), (3, 1), (3, 0), (3, 1)]
-
-
 def test_hand_computed_bins(xp):
     x = xp.asarray(RAMP)
     rois = xp.asarray([[0, 0.0, 0.0, 2.0, 2.0]])
@@ -89,13 +78,6 @@ def test_max_aggregation_hand_computed(xp):
     dx = asnumpy(roi_align_backward(xp.ones_like(out), cache))[0, 0]
     np.testing.assert_allclose(dx[1:3, 1:3], np.full((2, 2), 0.25), atol=1e-12)
     assert abs(dx.sum() - 1.0) < 1e-12
-
-
-def test_interpolation_matrix_rows_sum_to_one_inside(xp):
-    coords = xp.asarray([[[0.25, 0.75], [1.25, 1.75]]])  # one RoI, 2 bins, 2 samples
-    index, A, count = interpolation_matrix(coords, xp.asarray([2]), 4)
-    assert asnumpy(index).tolist() == [[0, 1, 2]] and int(count[0]) == 3
-    np.testing.assert_allclose(asnumpy(A)[0], [[0.5, 0.5, 0.0], [0.0, 0.5, 0.5]], atol=1e-12)
 
 
 CASES = [(aligned, ratio, agg) for aligned in (False, True) for ratio in (2, -1, 1, 3)
