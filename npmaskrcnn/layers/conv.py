@@ -16,6 +16,12 @@ and its gradients are two more GEMMs and a col2im::
 where ``dout_mat`` is ``dout`` as (F, N*OH*OW). A 1x1 stride-1 unpadded conv needs no
 im2col at all: it is ``W @ x[n]`` with ``x[n]`` viewed as (C, H*W).
 
+Speed (NumPy, float32): the GEMMs are BLAS's; the rest is memory traffic. So the
+columns are built and consumed in chunks of a few MiB (``chunk_ranges``) that stay in
+cache, each GEMM writes straight into its NCHW slice of the output, the columns are
+recomputed in the backward instead of being kept, and the 3x3 pad-1 convs build their
+columns from long contiguous runs (``im2col_same_width``).
+
 Semantics of ``torch.nn.functional.conv2d`` (zero padding, floor output size,
 ``groups=1``, ``dilation=1``): ``OH = (H + 2*ph - KH) // sh + 1``.
 """
@@ -29,28 +35,24 @@ import numpy as np
 from ..backend import Generator, get_xp
 from .im2col import (
     as_pair,
-    col2im,
+    chunk_ranges,
+    col2im_add,
     conv_output_size,
-    im2col,
     im2col_same_width,
+    im2col_windows,
     pad_input,
     pad_rows_flat,
     same_width,
 )
 from .module import Module, kaiming_uniform
 
-# Columns per chunk on the same-width path: im2col writes C*KH*KW x chunk floats that the
-# GEMM reads straight back; a few MiB stay in cache and are reused by the allocator
-# instead of being page-faulted in fresh for every call.
-CHUNK_ELEMENTS = 1 << 21
-
 
 class Conv2dCache(NamedTuple):
-    """What ``conv2d_backward`` needs."""
+    """What ``conv2d_backward`` needs: the inputs. Columns are cheap to recompute chunk
+    by chunk, and keeping them would cost C*KH*KW times the memory of x."""
 
-    x: Any  # input (N, C, H, W): dW = dout x^T on the 1x1 and same-width paths
-    w: Any  # weight (F, C, KH, KW): dx = W^T dout
-    cols: Any  # im2col(x) (C*KH*KW, N*OH*OW), kept on the general path only; else None
+    x: Any  # input (N, C, H, W): dW = dout cols(x)^T
+    w: Any  # weight (F, C, KH, KW): dx from W^T dout
     stride: tuple  # (sh, sw)
     padding: tuple  # (ph, pw)
     has_bias: bool  # whether to return db or None
@@ -59,11 +61,11 @@ class Conv2dCache(NamedTuple):
 def _path(kernel, stride, padding) -> str:
     """Which of the three ways to compute a conv applies.
 
-    - ``"pointwise"``: 1x1, stride 1, no padding: a plain matrix product per image.
-    - ``"same_width"``: stride 1, OW == W, ph < KH (every 3x3 pad-1 conv): chunked im2col
-      by contiguous runs (``im2col_same_width``); the backward reads the columns of
-      dout instead of keeping x's (see ``_same_width_backward``).
-    - ``"general"``: im2col once, the columns kept for the backward, col2im for dx.
+    - ``"pointwise"``: 1x1, stride 1, no padding: ``W @ x[n]``, no columns at all.
+    - ``"same_width"``: stride 1, OW == W, ph < KH (every 3x3 pad-1 conv): columns by
+      contiguous runs (``im2col_same_width``); the backward works on the columns of
+      dout and needs no col2im (see ``_same_width_backward``).
+    - ``"general"``: strided window columns (``im2col_windows``); col2im for dx.
     """
     if kernel == (1, 1) and stride == (1, 1) and padding == (0, 0):
         return "pointwise"
@@ -72,19 +74,24 @@ def _path(kernel, stride, padding) -> str:
     return "general"
 
 
-def _chunks(n: int, rows: int, row_len: int, col_rows: int) -> list[tuple]:
-    """(n0, n1, r0, r1) pieces of an (N, rows, row_len) output, each with about
-    CHUNK_ELEMENTS / col_rows columns: whole images when one image fits, else row bands."""
-    budget = max(1, CHUNK_ELEMENTS // col_rows)
-    if rows * row_len <= budget:
-        step = budget // (rows * row_len)
-        return [(n0, min(n0 + step, n), 0, rows) for n0 in range(0, n, step)]
-    band = max(1, budget // row_len)
-    return [(i, i + 1, r0, min(r0 + band, rows)) for i in range(n) for r0 in range(0, rows, band)]
+def _chunk_views(cols, out, n0, n1, r0, r1):
+    """A chunk's columns and its slice of the output, as stacks of per-image matrices.
+
+    ``cols`` (K, images*rows*OW) becomes (images, K, rows*OW); ``out`` (N, M, OH, OW)
+    becomes its (images, M, rows*OW) slice. Every per-image matrix has unit inner
+    stride, so ``xp.matmul(a, cols3, out=out3)`` runs one GEMM per image that writes
+    straight into NCHW, with no transpose afterwards.
+    """
+    n, m, h, w = out.shape
+    cols3 = cols.reshape(cols.shape[0], n1 - n0, (r1 - r0) * w).transpose(1, 0, 2)
+    return cols3, out.reshape(n, m, h * w)[n0:n1, :, r0 * w : r1 * w]
 
 
 def conv2d_forward(x, w, b, stride=1, padding=0):
     """Cross-correlation of ``x`` with ``w`` plus a bias, as ``torch.nn.functional.conv2d``.
+
+    ``out[:, :, rows] = W @ im2col(x)[:, chunk] + b``, chunk by chunk: each chunk's
+    columns are written and read straight back by the GEMM while still in cache.
 
     Args:
         x: (N, C, H, W).
@@ -107,35 +114,40 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     ow = conv_output_size(wd, kw, stride[1], padding[1])
     if oh < 1 or ow < 1:
         raise ValueError(f"conv2d: output size ({oh}, {ow}) is too small")
+    cache = Conv2dCache(x, w, stride, padding, b is not None)
     w_mat = w.reshape(f, -1)  # (F, C*KH*KW)
-    path, cols = _path((kh, kw), stride, padding), None
+    path = _path((kh, kw), stride, padding)
     if path == "pointwise":
         out = xp.matmul(w_mat, x.reshape(n, c, h * wd))  # (F, C) @ (N, C, HW) -> (N, F, HW)
-        out = out.reshape(n, f, oh, ow)
-    elif path == "same_width":
-        out = xp.empty((n, f, oh, ow), dtype=x.dtype)
-        flat = pad_rows_flat(x, padding)
-        for n0, n1, r0, r1 in _chunks(n, oh, ow, c * kh * kw):
-            chunk = im2col_same_width(flat, x.shape, (kh, kw), padding, (n0, n1), (r0, r1))
-            res = (w_mat @ chunk).reshape(f, n1 - n0, r1 - r0, ow)  # (F, images, rows, OW)
-            out[n0:n1, :, r0:r1] = res.transpose(1, 0, 2, 3)
+        if b is not None:
+            out += b.reshape(1, f, 1)
+        return out.reshape(n, f, oh, ow), cache
+    if path == "same_width":
+        source = pad_rows_flat(x, padding)
+
+        def columns(n0, n1, r0, r1):
+            return im2col_same_width(source, x.shape, (kh, kw), padding, (n0, n1), (r0, r1))
     else:
-        cols = im2col(x, (kh, kw), stride, padding)  # (C*KH*KW, N*OH*OW)
-        out = w_mat @ cols  # (F, N*OH*OW)
-        # (F, N, OH*OW) -> (N, F, OH*OW); free when N == 1
-        out = xp.ascontiguousarray(out.reshape(f, n, oh * ow).transpose(1, 0, 2))
-        out = out.reshape(n, f, oh, ow)
-    if b is not None:
-        out += b.reshape(1, f, 1, 1)
-    return out, Conv2dCache(x, w, cols, stride, padding, b is not None)
+        source = pad_input(x, padding)
+
+        def columns(n0, n1, r0, r1):
+            return im2col_windows(source, (kh, kw), stride, (n0, n1), (r0, r1))
+
+    out = xp.empty((n, f, oh, ow), dtype=x.dtype)
+    for n0, n1, r0, r1 in chunk_ranges(n, oh, ow, c * kh * kw):
+        cols3, out3 = _chunk_views(columns(n0, n1, r0, r1), out, n0, n1, r0, r1)
+        xp.matmul(w_mat, cols3, out=out3)  # (F, C*KH*KW) @ (images, C*KH*KW, rows*OW)
+        if b is not None:
+            out3 += b.reshape(1, f, 1)
+    return out, cache
 
 
 def conv2d_backward(dout, cache: Conv2dCache):
-    """Gradients of ``conv2d_forward``.
+    """Gradients of ``conv2d_forward``, chunk by chunk like the forward.
 
     ``dW = dout_mat cols^T``, ``dx = col2im(W^T dout_mat)``, ``db = sum_{n,oh,ow} dout``,
-    where ``dout_mat`` is dout as (F, N*OH*OW); see ``_same_width_backward`` for how the
-    same numbers come from the columns of dout on the same-width path.
+    where ``dout_mat`` is dout as (F, N*OH*OW) and ``cols = im2col(x)`` is recomputed;
+    see ``_same_width_backward`` for the same-width path.
 
     Args:
         dout: (N, F, OH, OW), upstream gradient.
@@ -144,29 +156,37 @@ def conv2d_backward(dout, cache: Conv2dCache):
         ``db`` is None when the forward had no bias.
     """
     xp = get_xp(dout)
-    x, w, cols, stride, padding, has_bias = cache
+    x, w, stride, padding, has_bias = cache
     n, c, h, wd = x.shape
     f, _, kh, kw = w.shape
     oh, ow = dout.shape[2:]
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     path = _path((kh, kw), stride, padding)
-    if path == "pointwise":
-        w_mat = w.reshape(f, c)
-        d3, x3 = dout.reshape(n, f, oh * ow), x.reshape(n, c, h * wd)
-        dx = xp.matmul(w_mat.T, d3).reshape(x.shape)  # (C, F) @ (N, F, HW) -> (N, C, HW)
-        dw = xp.zeros((f, c), dtype=dout.dtype)
-        for i in range(n):
-            dw += d3[i] @ x3[i].T  # (F, HW) @ (HW, C)
-        return dx, dw.reshape(w.shape), db
     if path == "same_width":
         return (*_same_width_backward(dout, x, w, padding), db)
-    # (N, F, OH*OW) -> (F, N*OH*OW); free when N == 1
-    dout_mat = xp.ascontiguousarray(dout.reshape(n, f, oh * ow).transpose(1, 0, 2))
-    dout_mat = dout_mat.reshape(f, n * oh * ow)
-    dw = (dout_mat @ cols.T).reshape(w.shape)  # (F, NL) @ (NL, C*KH*KW)
-    dcols = w.reshape(f, -1).T @ dout_mat  # (C*KH*KW, F) @ (F, N*OH*OW)
-    dx = col2im(dcols, x.shape, (kh, kw), stride, padding)
-    return dx, dw, db
+    if path == "pointwise":
+        d3, x3 = dout.reshape(n, f, oh * ow), x.reshape(n, c, h * wd)
+        dx = xp.matmul(w.reshape(f, c).T, d3).reshape(x.shape)  # (C, F) @ (N, F, HW)
+        dw_t = xp.zeros((c, f), dtype=dout.dtype)  # dW^T
+        for i in range(n):
+            dw_t += x3[i] @ d3[i].T  # (C, HW) @ (HW, F)
+        return dx, xp.ascontiguousarray(dw_t.T).reshape(w.shape), db
+    w_mat = w.reshape(f, -1)  # (F, C*KH*KW)
+    x_pad = pad_input(x, padding)
+    dx_pad = xp.zeros(x_pad.shape, dtype=dout.dtype)
+    dw_t = xp.zeros((c * kh * kw, f), dtype=dout.dtype)  # dW^T
+    for n0, n1, r0, r1 in chunk_ranges(n, oh, ow, c * kh * kw):
+        cols = im2col_windows(x_pad, (kh, kw), stride, (n0, n1), (r0, r1))  # (C*KH*KW, L)
+        # (images, F, rows*OW) -> (F, images*rows*OW); a view for a band of one image
+        d_mat = dout.reshape(n, f, oh * ow)[n0:n1, :, r0 * ow : r1 * ow]
+        d_mat = d_mat.transpose(1, 0, 2).reshape(f, -1)
+        dw_t += cols @ d_mat.T  # (C*KH*KW, L) @ (L, F)
+        d_cols = w_mat.T @ d_mat  # (C*KH*KW, F) @ (F, L)
+        blocks = d_cols.reshape(c, kh, kw, n1 - n0, r1 - r0, ow).transpose(3, 0, 1, 2, 4, 5)
+        rows = slice(r0 * stride[0], (r1 - 1) * stride[0] + kh)  # the band's window rows
+        col2im_add(dx_pad[n0:n1, :, rows], blocks, stride)
+    dx = dx_pad[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd]
+    return xp.ascontiguousarray(dx), xp.ascontiguousarray(dw_t.T).reshape(w.shape), db
 
 
 def _same_width_backward(dout, x, w, padding):
@@ -174,7 +194,7 @@ def _same_width_backward(dout, x, w, padding):
 
     With stride 1, dx is itself a convolution: of dout zero-padded by K-1-p, with the
     kernel rotated by 180 degrees and its channel axes swapped. Its columns D also give
-    dW, so no columns of x are kept from the forward and no col2im is needed::
+    dW, so no col2im is needed::
 
         D = im2col(dout, K, stride 1, padding (KH-1-ph, KW-1-pw))   (F*KH*KW, N*H*W)
         dx_mat    = W_rot @ D,    W_rot[c, (f, i, j)] = w[f, c, KH-1-i, KW-1-j]
@@ -191,15 +211,13 @@ def _same_width_backward(dout, x, w, padding):
     flat = pad_rows_flat(dout, d_padding)
     dx = xp.empty(x.shape, dtype=dout.dtype)
     dw_rot_t = xp.zeros((f * kh * kw, c), dtype=dout.dtype)  # dW_rot^T
-    for n0, n1, r0, r1 in _chunks(n, h, wd, f * kh * kw):
+    for n0, n1, r0, r1 in chunk_ranges(n, h, wd, f * kh * kw):
         d_cols = im2col_same_width(flat, dout.shape, (kh, kw), d_padding, (n0, n1), (r0, r1))
-        res = (w_rot @ d_cols).reshape(c, n1 - n0, r1 - r0, wd)  # (C, images, rows, W)
-        dx[n0:n1, :, r0:r1] = res.transpose(1, 0, 2, 3)
+        d_cols3, dx3 = _chunk_views(d_cols, dx, n0, n1, r0, r1)
+        xp.matmul(w_rot, d_cols3, out=dx3)  # (C, F*KH*KW) @ (images, F*KH*KW, rows*W)
         # (images, C, rows, W) -> (C, images*rows*W); a view for a band of one image
         x_mat = x[n0:n1, :, r0:r1].transpose(1, 0, 2, 3).reshape(c, -1)
-        # (F*KH*KW, chunk) @ (chunk, C): this orientation of the product is the faster
-        # one in OpenBLAS for these long-K shapes
-        dw_rot_t += d_cols @ x_mat.T
+        dw_rot_t += d_cols @ x_mat.T  # (F*KH*KW, L) @ (L, C)
     dw = dw_rot_t.reshape(f, kh, kw, c).transpose(0, 3, 1, 2)[:, :, ::-1, ::-1]
     return dx, xp.ascontiguousarray(dw)
 

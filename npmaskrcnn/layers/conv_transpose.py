@@ -16,7 +16,9 @@ Its gradients are those of a convolution read the other way round::
     dcols = im2col(dout),   dx_mat = W @ dcols,   dW = x_mat @ dcols^T,   db = sum dout
 
 When the kernel equals the stride and there is no padding (the mask head's 2x2/2), the
-patches tile the output without overlap, so col2im and im2col are a single transpose.
+patches tile the output without overlap, so col2im is one strided copy per kernel
+offset and im2col a plain rearrangement. Both directions work through the batch a few
+images at a time, so the (C_out*KH*KW, H*W) columns of each image stay in cache.
 
 Semantics of ``torch.nn.functional.conv_transpose2d`` with ``output_padding=0``,
 ``groups=1``, ``dilation=1``; weight layout (C_in, C_out, KH, KW) as PyTorch's.
@@ -29,15 +31,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import Generator, get_xp
-from .im2col import as_pair, col2im, im2col
+from .im2col import as_pair, chunk_ranges, col2im_add, im2col_windows, pad_input
 from .module import Module, kaiming_uniform
 
 
 class ConvTranspose2dCache(NamedTuple):
-    """What ``conv_transpose2d_backward`` needs."""
+    """What ``conv_transpose2d_backward`` needs: the inputs (dout's columns are built
+    chunk by chunk in the backward)."""
 
-    x_shape: tuple  # (N, C_in, H, W): the shape of dx
-    x_mat: Any  # input as (C_in, N*H*W): dW = x_mat dcols^T
+    x: Any  # input (N, C_in, H, W): dW = x_mat dcols^T
     w: Any  # weight (C_in, C_out, KH, KW): dx_mat = W dcols
     stride: tuple  # (sh, sw)
     padding: tuple  # (ph, pw)
@@ -49,13 +51,17 @@ def conv_transpose_output_size(size: int, kernel: int, stride: int, padding: int
     return (size - 1) * stride - 2 * padding + kernel
 
 
-def _is_tiling(w, stride, padding) -> bool:
+def _is_tiling(kernel, stride, padding) -> bool:
     """Kernel == stride and no padding: the output patches tile the output exactly."""
-    return w.shape[2:] == stride and padding == (0, 0)
+    return kernel == stride and padding == (0, 0)
 
 
 def conv_transpose2d_forward(x, w, b, stride=1, padding=0):
     """Transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
+
+    Works through the batch a few images at a time: one GEMM per image gives the
+    chunk's columns (C_out*KH*KW, H*W), which col2im (or, when the patches tile the
+    output, one strided copy per kernel offset) puts in place while still in cache.
 
     Args:
         x: (N, C_in, H, W).
@@ -78,28 +84,34 @@ def conv_transpose2d_forward(x, w, b, stride=1, padding=0):
     ow = conv_transpose_output_size(wd, kw, stride[1], padding[1])
     if oh < 1 or ow < 1:
         raise ValueError(f"conv_transpose2d: output size ({oh}, {ow}) is too small")
-    # (N, C_in, H*W) -> (C_in, N*H*W); free when N == 1
-    x_mat = xp.ascontiguousarray(x.reshape(n, c_in, h * wd).transpose(1, 0, 2))
-    x_mat = x_mat.reshape(c_in, n * h * wd)
-    cols = w.reshape(c_in, -1).T @ x_mat  # (C_out*KH*KW, C_in) @ (C_in, N*H*W)
-    if _is_tiling(w, stride, padding):
-        # Output pixel (h*KH + i, w*KW + j) is written by input pixel (h, w) alone.
-        blocks = cols.reshape(c_out, kh, kw, n, h, wd)
-        out = xp.ascontiguousarray(blocks.transpose(3, 0, 4, 1, 5, 2))  # (N, C_out, H, KH, W, KW)
-        out = out.reshape(n, c_out, oh, ow)
-    else:
-        out = col2im(cols, (n, c_out, oh, ow), (kh, kw), stride, padding)
-    if b is not None:
-        out += b.reshape(1, c_out, 1, 1)
-    cache = ConvTranspose2dCache(tuple(x.shape), x_mat, w, stride, padding, b is not None)
-    return out, cache
+    w_t = w.reshape(c_in, -1).T  # (C_out*KH*KW, C_in)
+    tiling = _is_tiling((kh, kw), stride, padding)
+    out = xp.empty((n, c_out, oh, ow), dtype=x.dtype)
+    for n0, n1, _, _ in chunk_ranges(n, 1, h * wd, c_out * kh * kw):
+        cols = xp.matmul(w_t, x[n0:n1].reshape(n1 - n0, c_in, h * wd))  # (images, CKK, HW)
+        blocks = cols.reshape(n1 - n0, c_out, kh, kw, h, wd)
+        if tiling:
+            # Output pixel (h*KH + i, w*KW + j) is written by input pixel (h, w) alone.
+            out6 = out[n0:n1].reshape(n1 - n0, c_out, h, kh, wd, kw)
+            for i in range(kh):
+                for j in range(kw):
+                    out6[:, :, :, i, :, j] = blocks[:, :, i, j]
+        else:
+            # Sum the patches into the uncropped output, then crop the padding.
+            full = xp.zeros((n1 - n0, c_out, oh + 2 * padding[0], ow + 2 * padding[1]), x.dtype)
+            col2im_add(full, blocks, stride)
+            out[n0:n1] = full[:, :, padding[0] : padding[0] + oh, padding[1] : padding[1] + ow]
+        if b is not None:
+            out[n0:n1] += b.reshape(1, c_out, 1, 1)
+    return out, ConvTranspose2dCache(x, w, stride, padding, b is not None)
 
 
 def conv_transpose2d_backward(dout, cache: ConvTranspose2dCache):
-    """Gradients of ``conv_transpose2d_forward``.
+    """Gradients of ``conv_transpose2d_forward``, a few images at a time.
 
     ``dcols = im2col(dout)``, ``dx = W dcols``, ``dW = x_mat dcols^T``,
-    ``db = sum_{n,oh,ow} dout``.
+    ``db = sum_{n,oh,ow} dout``: the forward of a convolution with the same kernel,
+    stride and padding (for the tiling case, im2col is a plain rearrangement).
 
     Args:
         dout: (N, C_out, OH, OW), upstream gradient.
@@ -108,22 +120,23 @@ def conv_transpose2d_backward(dout, cache: ConvTranspose2dCache):
         ``db`` is None when the forward had no bias.
     """
     xp = get_xp(dout)
-    x_shape, x_mat, w, stride, padding, has_bias = cache
-    n, c_in, h, wd = x_shape
+    x, w, stride, padding, has_bias = cache
+    n, c_in, h, wd = x.shape
     _, c_out, kh, kw = w.shape
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
-    if _is_tiling(w, stride, padding):
-        blocks = dout.reshape(n, c_out, h, kh, wd, kw)
-        dcols = xp.ascontiguousarray(blocks.transpose(1, 3, 5, 0, 2, 4))  # (C_out, KH, KW, N, H, W)
-        dcols = dcols.reshape(c_out * kh * kw, n * h * wd)
-    else:
-        dcols = im2col(dout, (kh, kw), stride, padding)  # (C_out*KH*KW, N*H*W)
     w_mat = w.reshape(c_in, -1)  # (C_in, C_out*KH*KW)
-    dw = (x_mat @ dcols.T).reshape(w.shape)  # (C_in, NHW) @ (NHW, C_out*KH*KW)
-    dx = w_mat @ dcols  # (C_in, N*H*W)
-    # (C_in, N, H*W) -> (N, C_in, H*W); free when N == 1
-    dx = xp.ascontiguousarray(dx.reshape(c_in, n, h * wd).transpose(1, 0, 2)).reshape(x_shape)
-    return dx, dw, db
+    dout_pad = pad_input(dout, padding)
+    dx = xp.empty(x.shape, dtype=dout.dtype)
+    dw_t = xp.zeros((c_out * kh * kw, c_in), dtype=dout.dtype)  # dW^T
+    for n0, n1, _, _ in chunk_ranges(n, 1, h * wd, c_out * kh * kw):
+        d_cols = im2col_windows(dout_pad, (kh, kw), stride, (n0, n1))  # (CKK, images*H*W)
+        d_cols3 = d_cols.reshape(c_out * kh * kw, n1 - n0, h * wd).transpose(1, 0, 2)
+        # (C_in, C_out*KH*KW) @ (images, C_out*KH*KW, H*W), straight into NCHW
+        xp.matmul(w_mat, d_cols3, out=dx[n0:n1].reshape(n1 - n0, c_in, h * wd))
+        # (images, C_in, H*W) -> (C_in, images*H*W)
+        x_mat = x[n0:n1].reshape(n1 - n0, c_in, h * wd).transpose(1, 0, 2).reshape(c_in, -1)
+        dw_t += d_cols @ x_mat.T  # (C_out*KH*KW, L) @ (L, C_in)
+    return dx, xp.ascontiguousarray(dw_t.T).reshape(w.shape), db
 
 
 def conv_transpose2d_naive(x, w, b, stride=1, padding=0):
@@ -141,7 +154,8 @@ def conv_transpose2d_naive(x, w, b, stride=1, padding=0):
         for c in range(c_in):
             for y in range(h):
                 for z in range(wd):
-                    full[b_i, :, y * sh : y * sh + kh, z * sw : z * sw + kw] += x[b_i, c, y, z] * w[c]
+                    rows, cols = slice(y * sh, y * sh + kh), slice(z * sw, z * sw + kw)
+                    full[b_i, :, rows, cols] += x[b_i, c, y, z] * w[c]
     out = full[:, :, ph : full.shape[2] - ph, pw : full.shape[3] - pw]
     if b is not None:
         out = out + b.reshape(1, c_out, 1, 1)

@@ -13,8 +13,15 @@ kernel, so the additions accumulate). It is what turns the gradient of the colum
 the gradient of the input, and it is the whole of a transposed convolution.
 
 Layout: the rows are ordered (c, i, j) so that they match ``w.reshape(F, -1)``; the
-columns are ordered (n, oh, ow), so that for one image the GEMM output (F, OH*OW) is
-already NCHW, and for N images it is (F, N, OH*OW), one axis swap away from NCHW.
+columns are ordered (n, oh, ow), so that the GEMM output of one image, (F, OH*OW), is
+already NCHW.
+
+Two ways to build the columns: ``im2col_windows`` copies an ``as_strided`` view of all
+windows (any kernel, stride, padding); ``im2col_same_width`` copies whole (OH, OW)
+blocks as single contiguous runs when stride is 1 and OW == W (every 3x3 pad-1 conv),
+which is several times faster for small maps. Both can build just a chunk of the
+columns (some images, or some output rows of one image; ``chunk_ranges``) so that a
+convolution never materialises the whole C*KH*KW x N*OH*OW matrix.
 
 Output size (floor, as ``torch.nn.functional.conv2d``)::
 
@@ -24,6 +31,12 @@ Output size (floor, as ``torch.nn.functional.conv2d``)::
 from __future__ import annotations
 
 from ..backend import get_xp
+
+# Columns per chunk when a convolution works through its input piece by piece: im2col
+# writes (rows x chunk) floats that the GEMM reads straight back. 2**21 float32 (8 MiB)
+# stay in cache and are reused by the allocator, instead of a full-size matrix being
+# page-faulted in fresh and streamed through memory on every call.
+CHUNK_ELEMENTS = 1 << 21
 
 
 def as_pair(value) -> tuple[int, int]:
@@ -39,16 +52,33 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def chunk_ranges(n: int, rows: int, row_len: int, col_rows: int) -> list[tuple]:
+    """Split an (N, rows, row_len) output into pieces of about CHUNK_ELEMENTS / col_rows
+    columns: ``(n0, n1, r0, r1)`` = images [n0, n1), rows [r0, r1). Whole images when
+    one image fits, else bands of rows of one image.
+
+    Args:
+        col_rows: rows of the column matrix (C*KH*KW), what one column costs.
+    """
+    budget = max(1, CHUNK_ELEMENTS // max(col_rows, 1))
+    per_image = max(rows * row_len, 1)
+    if per_image <= budget:
+        step = budget // per_image
+        return [(n0, min(n0 + step, n), 0, rows) for n0 in range(0, n, step)]
+    band = max(1, budget // row_len)
+    return [(i, i + 1, r0, min(r0 + band, rows)) for i in range(n) for r0 in range(0, rows, band)]
+
+
 def pad_input(x, padding):
     """Zero-pad the two spatial axes of ``x`` (N, C, H, W) by ``padding`` = (ph, pw).
 
-    Allocating zeros and writing the interior is cheaper than ``xp.pad`` and does no
-    copy at all when there is no padding.
+    Allocating zeros and writing the interior is cheaper than ``xp.pad``. Returns a
+    C-contiguous array; without padding that is ``x`` itself when it already is one.
     """
-    ph, pw = padding
-    if ph == 0 and pw == 0:
-        return x
     xp = get_xp(x)
+    ph, pw = as_pair(padding)
+    if ph == 0 and pw == 0:
+        return xp.ascontiguousarray(x)
     n, c, h, w = x.shape
     x_pad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
     x_pad[:, :, ph : ph + h, pw : pw + w] = x
@@ -65,27 +95,39 @@ def im2col(x, kernel_size, stride=1, padding=0):
         cols: (C*KH*KW, N*OH*OW), ``cols[(c, i, j), (n, oh, ow)] =
         x_pad[n, c, oh*sh + i, ow*sw + j]`` (C-contiguous).
     """
+    if same_width(kernel_size, stride, padding):
+        return im2col_same_width(pad_rows_flat(x, padding), x.shape, kernel_size, padding)
+    return im2col_windows(pad_input(x, padding), kernel_size, stride)
+
+
+def im2col_windows(x_pad, kernel_size, stride=1, images=None, rows=None):
+    """``im2col`` of an already padded input, for output rows [r0, r1) of images [n0, n1).
+
+    Args:
+        x_pad: (N, C, Hp, Wp), zero-padded and C-contiguous (``pad_input``).
+        images: (n0, n1), default all; rows: (r0, r1) output rows, default all.
+    Returns:
+        cols: (C*KH*KW, (n1 - n0)*(r1 - r0)*OW), columns ordered (n, oh, ow).
+    """
+    xp = get_xp(x_pad)
     kh, kw = as_pair(kernel_size)
     sh, sw = as_pair(stride)
-    ph, pw = as_pair(padding)
-    if same_width((kh, kw), (sh, sw), (ph, pw)):
-        return im2col_same_width(pad_rows_flat(x, (ph, pw)), x.shape, (kh, kw), (ph, pw))
-    xp = get_xp(x)
-    x_pad = xp.ascontiguousarray(pad_input(x, (ph, pw)))
     n, c, hp, wp = x_pad.shape
-    oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-    # A read-only view (C, KH, KW, N, OH, OW) of the padded input: moving one step
-    # along i or oh moves one input row (i by 1, oh by sh), along j or ow one column.
-    # Nothing is copied until the assignment below, which makes the columns contiguous.
+    ow = (wp - kw) // sw + 1
+    n0, n1 = (0, n) if images is None else images
+    r0, r1 = (0, (hp - kh) // sh + 1) if rows is None else rows
+    # A read-only view (C, KH, KW, images, rows, OW) of the padded input: a step along
+    # i or oh moves down input rows (i by 1, oh by sh), along j or ow across columns.
+    # Nothing is copied until the assignment below makes the columns contiguous.
     s_n, s_c, s_h, s_w = x_pad.strides
     windows = xp.lib.stride_tricks.as_strided(
-        x_pad,
-        shape=(c, kh, kw, n, oh, ow),
+        x_pad[n0:n1, :, r0 * sh :],
+        shape=(c, kh, kw, n1 - n0, r1 - r0, ow),
         strides=(s_c, s_h, s_w, s_n, s_h * sh, s_w * sw),
     )
-    cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    cols = xp.empty(windows.shape, dtype=x_pad.dtype)
     cols[...] = windows
-    return cols.reshape(c * kh * kw, n * oh * ow)  # (C*KH*KW, N*OH*OW)
+    return cols.reshape(c * kh * kw, -1)  # (C*KH*KW, images*rows*OW)
 
 
 def same_width(kernel_size, stride, padding) -> bool:
@@ -115,17 +157,16 @@ def pad_rows_flat(x, padding):
 def im2col_same_width(flat, x_shape, kernel_size, padding, images=None, rows=None):
     """``im2col`` of a same-width conv (see ``same_width``), for a chunk of the output.
 
-    The generic copy in ``im2col`` moves one window row (OW elements) at a time, and for
-    the mask head's 14x14 maps that per-row overhead dominates. When OW == W, the whole
-    (OH, OW) block of kernel offset (i, j) is *one contiguous run* of the row-padded
-    input, shifted by ``i*W + j - pw`` elements::
+    ``im2col_windows`` copies one window row (OW elements) at a time, and for the mask
+    head's 14x14 maps that per-row overhead dominates. When OW == W, the whole (OH, OW)
+    block of kernel offset (i, j) is *one contiguous run* of the row-padded input,
+    shifted by ``i*W + j - pw`` elements::
 
         x_pad[n, c, oh + i, ow + j] = x_rowpad[n, c].flat[(oh + i)*W + ow + j - pw]
 
     The run wraps around the row ends exactly where the window pokes into the left or
     right zero padding, so those columns (``ow < pw - j``, or ``ow >= W - (j - pw)``) are
-    zeroed afterwards. The chunk is images ``[n0, n1)`` and output rows ``[r0, r1)``, so
-    that a convolution can work through a large input in cache-sized pieces.
+    zeroed afterwards.
 
     Args:
         flat: ``pad_rows_flat(x, padding)``.
@@ -155,7 +196,7 @@ def im2col_same_width(flat, x_shape, kernel_size, padding, images=None, rows=Non
             cols[:, :, j, :, : pw - j] = 0
         elif j > pw:
             cols[:, :, j, :, max(w - (j - pw), 0) :] = 0
-    return cols.reshape(c * kh * kw, -1)  # (C*KH*KW, chunk columns)
+    return cols.reshape(c * kh * kw, -1)  # (C*KH*KW, images*rows*W)
 
 
 def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
@@ -163,8 +204,7 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
 
     ``x[n, c, oh*sh + i - ph, ow*sw + j - pw] += cols[(c, i, j), (n, oh, ow)]``, summed
     over all columns whose window covers a pixel; entries that fall in the padding are
-    dropped. Done as KH*KW strided slice additions (one per kernel offset (i, j)), each
-    adding the (N, C, OH, OW) block of that offset, so no scatter-add is needed.
+    dropped.
 
     Args:
         cols: (C*KH*KW, N*OH*OW).
@@ -178,19 +218,34 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
     sh, sw = as_pair(stride)
     ph, pw = as_pair(padding)
     n, c, h, w = x_shape
-    hp, wp = h + 2 * ph, w + 2 * pw
-    oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    x_pad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
     blocks = cols.reshape(c, kh, kw, n, oh, ow)
-    x_pad = xp.zeros((n, c, hp, wp), dtype=cols.dtype)
+    col2im_add(x_pad, blocks.transpose(3, 0, 1, 2, 4, 5), stride)
+    if ph == 0 and pw == 0:
+        return x_pad
+    return xp.ascontiguousarray(x_pad[:, :, ph : ph + h, pw : pw + w])
+
+
+def col2im_add(x_pad, blocks, stride=1):
+    """``x_pad[n, c, oh*sh + i, ow*sw + j] += blocks[n, c, i, j, oh, ow]``, in place.
+
+    The core of ``col2im``: KH*KW strided slice additions, one per kernel offset (i, j),
+    each adding the (N, C, OH, OW) block of that offset, so no scatter-add is needed.
+    ``x_pad`` may be a view (a band of rows of a larger padded image).
+
+    Args:
+        x_pad: (N, C, Hp, Wp), the padded image region the windows start in.
+        blocks: (N, C, KH, KW, OH, OW), any strides.
+    """
+    sh, sw = as_pair(stride)
+    _, _, kh, kw, oh, ow = blocks.shape
     for i in range(kh):
         for j in range(kw):
             # The pixels that offset (i, j) of every window lands on: rows i, i+sh, ...
             x_pad[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw] += (
-                blocks[:, i, j].transpose(1, 0, 2, 3)  # (C, N, OH, OW) -> (N, C, OH, OW)
+                blocks[:, :, i, j]
             )
-    if ph == 0 and pw == 0:
-        return x_pad
-    return xp.ascontiguousarray(x_pad[:, :, ph : ph + h, pw : pw + w])
 
 
 def im2col_naive(x, kernel_size, stride=1, padding=0):

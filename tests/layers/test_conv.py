@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 from npmaskrcnn.backend import asnumpy
 from npmaskrcnn.gradcheck import check_layer, rel_error
+from npmaskrcnn.layers import im2col as im2col_module
 from npmaskrcnn.layers.conv import (
     Conv2d,
     conv2d_backward,
@@ -104,6 +105,38 @@ def test_random_geometry(n, c, f, hw, kernel, stride, padding, seed):
     errors = check_layer(conv2d_forward, conv2d_backward, [x, w, b], seed=seed,
                          stride=stride, padding=padding, max_full=60, num_checks=10)
     assert max(errors) < 1e-6, errors
+
+
+# Column budgets (CHUNK_ELEMENTS) against x (3, 2, 5, 6) and 3x3 kernels (18 column rows):
+# stride 1 pad 1 has 30 columns per image (5 rows of 6): 1 -> one-row bands, 216 -> bands
+# of 2, 2 and 1 rows, 1080 -> two images then one; stride 2 pad 1 has 9 (3 rows of 3).
+@pytest.mark.parametrize("chunk", [1, 108, 216, 432, 1080, im2col_module.CHUNK_ELEMENTS])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_chunking_does_not_change_results(xp, monkeypatch, chunk, stride):
+    monkeypatch.setattr(im2col_module, "CHUNK_ELEMENTS", chunk)
+    x, w, b = _inputs(xp, (3, 2, 5, 6), (4, 2, 3, 3))
+    out, cache = conv2d_forward(x, w, b, stride, 1)
+    assert rel_error(out, conv2d_naive(x, w, b, stride, 1)) < 1e-10
+    dout = xp.asarray(np.random.default_rng(1).standard_normal(out.shape))
+    expected = conv2d_backward_naive(dout, x, w, b, stride, 1)
+    for g, e in zip(conv2d_backward(dout, cache), expected):
+        assert rel_error(g, e) < 1e-10
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (3, 2, 1), (1, 1, 0), (1, 2, 0)])
+def test_non_contiguous_inputs(xp, kernel, stride, padding):
+    # Transposed views as x and dout give the same numbers as their contiguous copies.
+    rng = np.random.default_rng(5)
+    x = xp.asarray(rng.standard_normal((2, 3, 6, 5))).transpose(0, 1, 3, 2)  # (2, 3, 5, 6)
+    w = xp.asarray(rng.standard_normal((4, 3, kernel, kernel)))
+    out, cache = conv2d_forward(x, w, None, stride, padding)
+    ref, ref_cache = conv2d_forward(xp.ascontiguousarray(x), w, None, stride, padding)
+    assert rel_error(out, ref) < 1e-12
+    dout = xp.asarray(rng.standard_normal(out.shape[:2] + out.shape[:1:-1])).transpose(0, 1, 3, 2)
+    grads = conv2d_backward(dout, cache)
+    expected = conv2d_backward(xp.ascontiguousarray(dout), ref_cache)
+    for g, e in zip(grads[:2], expected[:2]):
+        assert rel_error(g, e) < 1e-12
 
 
 def test_output_size_floor_and_unused_pixels(xp):

@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 from npmaskrcnn.backend import asnumpy
 from npmaskrcnn.gradcheck import check_layer, rel_error
+from npmaskrcnn.layers import im2col as im2col_module
 from npmaskrcnn.layers.conv import conv2d_backward, conv2d_forward
 from npmaskrcnn.layers.conv_transpose import (
     ConvTranspose2d,
@@ -146,6 +147,36 @@ def test_is_the_input_gradient_of_conv2d(hw, kernel, stride, padding, seed):
     up, _ = conv_transpose2d_forward(y, w, None, stride, padding)
     assert up.shape == x.shape
     assert rel_error(up, dx) < 1e-10
+
+
+@pytest.mark.parametrize("chunk", [1, 150, 600, im2col_module.CHUNK_ELEMENTS])
+@pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (4, 2, 1)])
+def test_chunking_does_not_change_results(xp, monkeypatch, chunk, kernel, stride, padding):
+    # 4 images of 9 pixels; C_out*KH*KW = 8 (2x2) or 32 (4x4) column rows. 1 -> one
+    # image per chunk; 150 -> two (2x2) or one (4x4); 600 -> four or two; default -> four.
+    monkeypatch.setattr(im2col_module, "CHUNK_ELEMENTS", chunk)
+    x, w, b = _inputs(xp, (4, 3, 3, 3), (3, 2, kernel, kernel))
+    out, cache = conv_transpose2d_forward(x, w, b, stride, padding)
+    assert rel_error(out, conv_transpose2d_naive(x, w, b, stride, padding)) < 1e-10
+    dout = xp.asarray(np.random.default_rng(1).standard_normal(out.shape))
+    expected = conv_transpose2d_backward_naive(dout, x, w, b, stride, padding)
+    for g, e in zip(conv_transpose2d_backward(dout, cache), expected):
+        assert rel_error(g, e) < 1e-10
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (4, 2, 1)])
+def test_non_contiguous_inputs(xp, kernel, stride, padding):
+    rng = np.random.default_rng(5)
+    x = xp.asarray(rng.standard_normal((2, 3, 4, 3))).transpose(0, 1, 3, 2)  # (2, 3, 3, 4)
+    w = xp.asarray(rng.standard_normal((3, 2, kernel, kernel)))
+    out, cache = conv_transpose2d_forward(x, w, None, stride, padding)
+    ref, ref_cache = conv_transpose2d_forward(xp.ascontiguousarray(x), w, None, stride, padding)
+    assert rel_error(out, ref) < 1e-12
+    dout = xp.asarray(rng.standard_normal(out.shape[:2] + out.shape[:1:-1])).transpose(0, 1, 3, 2)
+    grads = conv_transpose2d_backward(dout, cache)
+    expected = conv_transpose2d_backward(xp.ascontiguousarray(dout), ref_cache)
+    for g, e in zip(grads[:2], expected[:2]):
+        assert rel_error(g, e) < 1e-12
 
 
 def test_output_sizes_of_the_heads(xp):

@@ -1,3 +1,5 @@
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -5,14 +7,20 @@ from hypothesis import strategies as st
 
 from npmaskrcnn.backend import asnumpy
 from npmaskrcnn.gradcheck import rel_error
+from npmaskrcnn.layers import im2col as im2col_module
 from npmaskrcnn.layers.im2col import (
     as_pair,
+    chunk_ranges,
     col2im,
     col2im_naive,
     conv_output_size,
     im2col,
     im2col_naive,
+    im2col_same_width,
+    im2col_windows,
     pad_input,
+    pad_rows_flat,
+    same_width,
 )
 
 
@@ -107,6 +115,54 @@ def test_col2im_is_adjoint_of_im2col(geometry, seed):
     d = rng.standard_normal(cols.shape)
     lhs, rhs = float((cols * d).sum()), float((x * col2im(d, x.shape, *args)).sum())
     assert abs(lhs - rhs) <= 1e-10 * max(1.0, abs(lhs))
+
+
+def test_chunk_ranges_hand_computed():
+    with mock.patch.object(im2col_module, "CHUNK_ELEMENTS", 60):  # 60 // 3 = 20 columns
+        # 3 images of 2 rows x 4 = 8 columns: two images per chunk
+        assert chunk_ranges(3, 2, 4, 3) == [(0, 2, 0, 2), (2, 3, 0, 2)]
+        # 1 image of 5 rows x 6 = 30 columns: bands of 20 // 6 = 3 rows
+        assert chunk_ranges(1, 5, 6, 3) == [(0, 1, 0, 3), (0, 1, 3, 5)]
+    assert chunk_ranges(0, 5, 6, 3) == []
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    n=st.integers(0, 4),
+    rows=st.integers(1, 6),
+    row_len=st.integers(1, 6),
+    col_rows=st.integers(1, 20),
+    chunk=st.integers(1, 400),
+)
+def test_chunk_ranges_partition_the_output(n, rows, row_len, col_rows, chunk):
+    with mock.patch.object(im2col_module, "CHUNK_ELEMENTS", chunk):
+        pieces = chunk_ranges(n, rows, row_len, col_rows)
+    covered = np.zeros((n, rows), dtype=int)
+    for n0, n1, r0, r1 in pieces:
+        assert n1 > n0 and r1 > r0
+        assert (r0, r1) == (0, rows) or n1 - n0 == 1  # whole images, or a band of one
+        covered[n0:n1, r0:r1] += 1
+        columns = (n1 - n0) * (r1 - r0) * row_len
+        assert columns <= max(chunk // col_rows, row_len)  # within budget, or one row
+    assert (covered == 1).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(geometry=conv_geometry, seed=st.integers(0, 2**16), split=st.integers(0, 3))
+def test_chunks_of_columns_are_slices_of_the_whole(geometry, seed, split):
+    n, c, h, w, kh, kw, sh, sw, ph, pw = geometry
+    x = np.random.default_rng(seed).standard_normal((n, c, h, w))
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    whole = im2col_naive(x, (kh, kw), (sh, sw), (ph, pw)).reshape(c * kh * kw, n, oh, ow)
+    n0, r0 = min(split, n), min(split, oh - 1)
+    for images, rows in [((n0, n), (0, oh)), ((0, min(1, n)), (r0, oh))]:
+        expected = whole[:, images[0] : images[1], rows[0] : rows[1]].reshape(len(whole), -1)
+        chunk = im2col_windows(pad_input(x, (ph, pw)), (kh, kw), (sh, sw), images, rows)
+        np.testing.assert_array_equal(chunk, expected)
+        if same_width((kh, kw), (sh, sw), (ph, pw)):
+            flat = pad_rows_flat(x, (ph, pw))
+            chunk = im2col_same_width(flat, x.shape, (kh, kw), (ph, pw), images, rows)
+            np.testing.assert_array_equal(chunk, expected)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
