@@ -52,6 +52,8 @@ CONFIGS = [
     ((1, 2, 5, 5), (3, 2, 3, 3), 1, 1),  # F > C: stride 1 through col2im
     ((2, 3, 9, 9), (2, 3, 7, 7), 2, 3),  # the ResNet stem's 7x7/2 pad 3
     ((1, 2, 4, 4), (2, 2, 2, 2), 1, 0),  # even kernel, stride 1
+    ((1, 2, 5, 4), (2, 2, 5, 5), 1, 2),  # 5x5 'same': two wrapped columns per side
+    ((2, 2, 4, 5), (3, 2, 3, 3), 1, (0, 1)),  # same width, no row padding
 ]
 
 
@@ -201,7 +203,7 @@ def _module(xp, *args, **kwargs):
     return Conv2d(*args, **kwargs).to(dtype=np.float64, backend=xp.__name__.split(".")[0])
 
 
-def test_module_parameters(xp):
+def test_module_parameters():
     conv = Conv2d(3, 8, (3, 2), stride=2, padding=1)
     assert list(conv.params) == ["weight", "bias"]
     assert conv.params["weight"].shape == (8, 3, 3, 2)

@@ -165,6 +165,15 @@ def test_chunks_of_columns_are_slices_of_the_whole(geometry, seed, split):
             np.testing.assert_array_equal(chunk, expected)
 
 
+@pytest.mark.parametrize("width", [1, 2, 3, 7])
+def test_same_width_wide_kernel_narrow_input(width):
+    # 5x5 pad 2: the runs of offsets j = 0, 1, 3, 4 wrap by 2 or 1 columns; with W < 3 a
+    # whole row wraps, and every column of that offset must come out as padding.
+    x = np.random.default_rng(width).standard_normal((2, 2, 4, width))
+    assert same_width(5, 1, 2)
+    np.testing.assert_array_equal(im2col(x, 5, 1, 2), im2col_naive(x, 5, 1, 2))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dtype_preserved(xp, dtype):
     x = xp.ones((2, 3, 5, 5), dtype=dtype)
