@@ -293,23 +293,31 @@ class Conv2d(Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = as_pair(kernel_size)
         self.stride, self.padding = as_pair(stride), as_pair(padding)
-        fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
-        shape = (out_channels, in_channels, *self.kernel_size)
+        shape, fan_in = self.weight_shape_and_fan_in()
         self.add_param("weight", kaiming_uniform(rng, shape, fan_in, dtype))
         self.has_bias = bias
         if bias:
             self.add_param("bias", kaiming_uniform(rng, (out_channels,), fan_in, dtype))
 
+    # the transposed conv reuses this class with its own layout and functional pair
+    op_forward = staticmethod(conv2d_forward)
+    op_backward = staticmethod(conv2d_backward)
+
+    def weight_shape_and_fan_in(self):
+        """(F, C, KH, KW) and PyTorch's fan_in = C*KH*KW."""
+        kh, kw = self.kernel_size
+        return (self.out_channels, self.in_channels, kh, kw), self.in_channels * kh * kw
+
     def forward(self, x):
         """(N, in_channels, H, W) -> (N, out_channels, OH, OW)."""
         b = self.params["bias"] if self.has_bias else None
-        out, cache = conv2d_forward(x, self.params["weight"], b, self.stride, self.padding)
+        out, cache = self.op_forward(x, self.params["weight"], b, self.stride, self.padding)
         self.push(cache)
         return out
 
     def backward(self, dout):
         """(N, out_channels, OH, OW) -> dx (N, in_channels, H, W); accumulates grads."""
-        dx, dw, db = conv2d_backward(dout, self.pop())
+        dx, dw, db = self.op_backward(dout, self.pop())
         self.accumulate("weight", dw)
         if self.has_bias:
             self.accumulate("bias", db)

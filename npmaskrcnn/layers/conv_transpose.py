@@ -28,11 +28,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import numpy as np
-
-from ..backend import Generator, get_xp
+from ..backend import get_xp
+from .conv import Conv2d
 from .im2col import as_pair, chunk_ranges, col2im_add, im2col_windows, pad_input
-from .module import Module, kaiming_uniform
 
 
 class ConvTranspose2dCache(NamedTuple):
@@ -187,7 +185,7 @@ def conv_transpose2d_backward_naive(dout, x, w, b, stride=1, padding=0):
     return dx, dw, db
 
 
-class ConvTranspose2d(Module):
+class ConvTranspose2d(Conv2d):
     """``torch.nn.ConvTranspose2d`` (output_padding=0, groups=1, dilation=1).
 
     Parameters ``weight`` (in_channels, out_channels, KH, KW) and ``bias``
@@ -195,42 +193,10 @@ class ConvTranspose2d(Module):
     fan_in for this layout, ``weight.size(1) * KH * KW`` = out_channels*KH*KW.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        stride=1,
-        padding=0,
-        bias: bool = True,
-        rng: Generator | None = None,
-        dtype=np.float32,
-    ):
-        super().__init__()
-        rng = Generator(0) if rng is None else rng
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = as_pair(kernel_size)
-        self.stride, self.padding = as_pair(stride), as_pair(padding)
-        fan_in = out_channels * self.kernel_size[0] * self.kernel_size[1]
-        shape = (in_channels, out_channels, *self.kernel_size)
-        self.add_param("weight", kaiming_uniform(rng, shape, fan_in, dtype))
-        self.has_bias = bias
-        if bias:
-            self.add_param("bias", kaiming_uniform(rng, (out_channels,), fan_in, dtype))
+    op_forward = staticmethod(conv_transpose2d_forward)
+    op_backward = staticmethod(conv_transpose2d_backward)
 
-    def forward(self, x):
-        """(N, in_channels, H, W) -> (N, out_channels, OH, OW)."""
-        b = self.params["bias"] if self.has_bias else None
-        out, cache = conv_transpose2d_forward(
-            x, self.params["weight"], b, self.stride, self.padding
-        )
-        self.push(cache)
-        return out
-
-    def backward(self, dout):
-        """(N, out_channels, OH, OW) -> dx (N, in_channels, H, W); accumulates grads."""
-        dx, dw, db = conv_transpose2d_backward(dout, self.pop())
-        self.accumulate("weight", dw)
-        if self.has_bias:
-            self.accumulate("bias", db)
-        return dx
+    def weight_shape_and_fan_in(self):
+        """(C_in, C_out, KH, KW) and PyTorch's fan_in for it, C_out*KH*KW."""
+        kh, kw = self.kernel_size
+        return (self.in_channels, self.out_channels, kh, kw), self.out_channels * kh * kw
