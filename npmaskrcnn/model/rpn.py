@@ -113,7 +113,9 @@ class RegionProposalNetwork(Module):
         self.anchor_generator = AnchorGenerator(
             sizes=tuple(tuple(s) for s in cfg.anchor_sizes),
             aspect_ratios=(tuple(cfg.aspect_ratios),) * len(cfg.anchor_sizes))
-        self.head = RPNHead(in_channels, len(cfg.aspect_ratios), rng, dtype)
+        # sizes x ratios per position: 3 on each FPN level, 15 on a single C4/C5 level
+        num_anchors = self.anchor_generator.num_anchors_per_location()[0]
+        self.head = RPNHead(in_channels, num_anchors, rng, dtype)
         self.box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
         self.matcher = Matcher(cfg.fg_iou_thresh, cfg.bg_iou_thresh,
                                allow_low_quality_matches=True)

@@ -206,3 +206,17 @@ def test_tiny_model_overfits_two_images():
             m = pred["masks"][best] >= 0.5
             miou = (m & (gt_mask > 0)).sum() / max((m | (gt_mask > 0)).sum(), 1)
             assert miou > 0.7, f"mask IoU {miou:.2f}"
+
+
+@pytest.mark.parametrize("features", ["c4", "c5"])
+def test_single_level_models_train_and_predict(features):
+    """The ablation's C4 / C5 settings: one feature map, all 15 anchors on it."""
+    cfg = tiny()
+    cfg.backbone.features = features
+    model = MaskRCNN(cfg)
+    assert model.rpn.head.cls_logits.params["weight"].shape[0] == 15
+    img, t = as_dtype(*make_scene(6), np.float32)
+    losses = model.forward([img], [t])
+    assert all(np.isfinite(float(v)) for v in losses.values())
+    model.backward()
+    assert len(model.predict([img])) == 1
