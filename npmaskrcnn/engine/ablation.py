@@ -22,15 +22,15 @@ squares, rings and crosses, half of them no larger than one stride-16 cell, ring
 drawn with 1-2 pixel strokes, so that a feature cell misplaced by RoIPool's rounding is a large
 fraction of the object. Every table uses these same images.
 
-Budgets (``MODES``; timings on the 2-core development machine while other jobs shared it):
-``--quick`` is Table 2c's RoIPool and RoIAlign (avg), one seed, 300 iterations at batch 2 on
-200 images. The default is Table 2c's five rows, three seeds, 600 iterations at batch 2 on 400
-images: the training length was chosen from two pilots (200 iterations at batch 4 gave RoIPool
-mask AP 0.2; 600 at batch 2 gave RoIPool 1.4 and RoIAlign 3.6 mask AP, box AP50 15 and 21),
-and one such C4 run takes 9 min at load 4 (27 min at load 7), so 15 runs take about 2.3 h on
-a half-busy machine and less on a quiet one. ``--full`` adds aligned=True, stride 32, FPN and
-Table 2b: 12 distinct variants x 3 seeds = 36 runs (FPN runs cost about 1.6x), about 6 h at
-the same pace; it reuses the default run's folders.
+Budgets (``MODES``), timed on the 2-core development machine. ``--quick`` trains Table 2c's
+RoIPool and RoIAlign (avg), one seed, 600 iterations at batch 2 on 200 images: 3.4 min on the
+quiet machine (mask AP 2.2 vs 4.6), 3-6x that while other jobs load it. The default trains
+Table 2c's five rows, three seeds, 1500 iterations at batch 2 on 400 images, a length chosen
+from pilots on this data (RoIPool / RoIAlign mask AP 0.3 / 0.2 after 300 iterations, 1.4 /
+3.6 after 600, 3.6 / 7.5 after 1500, box AP 12.6 / 22.5). A C4 train step takes 0.17 s
+(RoIAlign or RoIWarp avg) to 0.30 s (the max variants, RoIPool) on the quiet machine, so the
+15 runs take about 1.5 h. ``--full`` adds aligned=True, stride 32, FPN and Table 2b: 12
+distinct variants x 3 seeds = 36 runs, about 3.5 h; it reuses the default's run folders.
 """
 
 from __future__ import annotations
@@ -193,10 +193,10 @@ class Plan:
 
 
 MODES = {  # per-run settings are the same for default and full, so full reuses default's runs
-    "quick": Plan(("2c",), seeds=1, iters=300, batch_size=2, num_train=200, num_val=40,
+    "quick": Plan(("2c",), seeds=1, iters=600, batch_size=2, num_train=200, num_val=40,
                   quick=True),
-    "default": Plan(("2c",), seeds=3, iters=600, batch_size=2, num_train=400, num_val=60),
-    "full": Plan(("2c", "aligned", "2d", "fpn", "2b"), seeds=3, iters=600, batch_size=2,
+    "default": Plan(("2c",), seeds=3, iters=1500, batch_size=2, num_train=400, num_val=60),
+    "full": Plan(("2c", "aligned", "2d", "fpn", "2b"), seeds=3, iters=1500, batch_size=2,
                  num_train=400, num_val=60),
 }
 
@@ -629,8 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
         "2): train variants that differ only in the RoI op or mask loss, COCOeval each, report.")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="1 seed, stride 16, RoIPool vs "
-                      "RoIAlign, small (about 10 min on 2 CPU cores)")
-    mode.add_argument("--full", action="store_true", help="all tables: 2c, 2d, FPN, 2b")
+                      "RoIAlign, 600 iterations (3-4 min on 2 idle CPU cores)")
+    mode.add_argument("--full", action="store_true", help="all tables: 2c, aligned, 2d, FPN, "
+                      "2b (about 3.5 h)")
     p.add_argument("--tables", nargs="+", choices=sorted(TABLES), help="override the tables")
     p.add_argument("--out", default=None, help="default runs/ablation[-quick]")
     p.add_argument("--preset", choices=("shapes", "tiny"), default=None)
