@@ -93,9 +93,23 @@ def sigmoid_backward(dout, cache: SigmoidCache):
 
 
 class ReLU(Module):
-    """``torch.nn.ReLU`` over ``relu_forward`` / ``relu_backward`` (no parameters)."""
+    """``torch.nn.ReLU`` over ``relu_forward`` / ``relu_backward`` (no parameters).
+
+    Args:
+        inplace: at inference, overwrite the input instead of allocating the output, as
+            ``nn.ReLU(inplace=True)`` in torchvision's ResNet and mask head. Only for
+            inputs nobody else reads (a conv's or a sum's fresh output). In training
+            the output is always a new array: the backward needs the mask of x > 0.
+    """
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
 
     def forward(self, x):
+        if not self.training:  # no backward will run: no mask to keep
+            xp = get_xp(x)
+            return xp.maximum(x, 0, out=x if self.inplace else None)
         out, cache = relu_forward(x)
         self.push(cache)
         return out

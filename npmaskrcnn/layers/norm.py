@@ -146,12 +146,24 @@ def frozen_batch_norm_forward(x, weight, bias, running_mean, running_var, eps: f
         out: (N, C, H, W).
         cache: a ``FrozenBatchNormCache``.
     """
-    xp = get_xp(x)
-    scale = weight / xp.sqrt(running_var + eps)  # (C,)
-    shift = bias - running_mean * scale
+    scale, shift = frozen_batch_norm_affine(weight, bias, running_mean, running_var, eps)
     cshape = _channel_shape(x)
     scale = scale.reshape(cshape)
-    return x * scale + shift.reshape(cshape), FrozenBatchNormCache(scale)
+    out = x * scale
+    out += shift.reshape(cshape)  # in place: one (N, C, H, W) temporary, not two
+    return out, FrozenBatchNormCache(scale)
+
+
+def frozen_batch_norm_affine(weight, bias, running_mean, running_var, eps: float = 1e-5):
+    """The (scale, shift) pair, each (C,), with ``frozen_batch_norm(x) = x*scale + shift``.
+
+    A fixed affine map per channel can be folded into the convolution before it:
+    ``conv(x; w, b) * scale + shift = conv(x; w * scale, b * scale + shift)`` (see
+    ``model.backbone.conv_norm``).
+    """
+    xp = get_xp(weight)
+    scale = weight / xp.sqrt(running_var + eps)
+    return scale, bias - running_mean * scale
 
 
 def frozen_batch_norm_backward(dout, cache: FrozenBatchNormCache):
@@ -229,6 +241,13 @@ class FrozenBatchNorm2d(Module):
         self.buffers["bias"] = xp.zeros(num_features, dtype=dtype)
         self.buffers["running_mean"] = xp.zeros(num_features, dtype=dtype)
         self.buffers["running_var"] = xp.ones(num_features, dtype=dtype)
+
+    def affine(self):
+        """(scale, shift), each (num_features,): this layer as ``x * scale + shift``."""
+        b = self.buffers
+        return frozen_batch_norm_affine(
+            b["weight"], b["bias"], b["running_mean"], b["running_var"], self.eps
+        )
 
     def forward(self, x):
         b = self.buffers

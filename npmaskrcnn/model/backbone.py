@@ -31,7 +31,7 @@ import numpy as np
 
 from ..backend import Generator, get_xp
 from ..layers.activations import ReLU
-from ..layers.conv import Conv2d
+from ..layers.conv import Conv2d, conv2d_forward
 from ..layers.module import Module, Sequential, kaiming_normal
 from ..layers.norm import FrozenBatchNorm2d, GroupNorm
 from ..layers.pooling import MaxPool2d
@@ -103,6 +103,30 @@ def _init_norm(norm: Module, weight: float = 1.0) -> None:
     _affine(norm, "bias")[...] = 0
 
 
+def conv_norm(conv: Conv2d, norm: Module, x):
+    """``norm(conv(x))``; at inference a FrozenBN is folded into the conv's weights.
+
+    A FrozenBN is the per-channel affine map ``y * scale + shift``, so in eval mode
+    (no backward, no caches) ``conv(x; w) * scale + shift = conv(x; w * scale) + shift``:
+    one pass over the feature map instead of two, as deployment runtimes fuse conv and
+    BN. The stored weights are untouched (state dicts stay torchvision's). In training
+    mode, and for GroupNorm (whose statistics depend on x), the two layers run in turn.
+    """
+    if conv.training or not isinstance(norm, FrozenBatchNorm2d):
+        return norm(conv(x))
+    scale, shift = norm.affine()
+    w = conv.params["weight"] * scale.reshape(-1, 1, 1, 1)
+    if conv.has_bias:
+        shift = shift + conv.params["bias"] * scale
+    out, _ = conv2d_forward(x, w, shift, conv.stride, conv.padding)
+    return out
+
+
+def _shortcut(downsample: Module | None, x):
+    """A block's identity path: x itself, or ``Sequential(conv 1x1/stride, norm)`` of x."""
+    return x if downsample is None else conv_norm(downsample[0], downsample[1], x)
+
+
 class BasicBlock(Module):
     """Two 3x3 convs and a shortcut: torchvision.models.resnet.BasicBlock (ResNet-18/34).
 
@@ -126,7 +150,7 @@ class BasicBlock(Module):
         norm_layer = norm_factory(dtype=dtype) if norm_layer is None else norm_layer
         self.conv1 = conv_fan_out(inplanes, planes, 3, stride, 1, rng, dtype)
         self.bn1 = norm_layer(planes)
-        self.relu = ReLU()  # one module used twice, as torchvision; its caches stack
+        self.relu = ReLU(inplace=True)  # used twice, as torchvision; its caches stack
         self.conv2 = conv_fan_out(planes, planes, 3, 1, 1, rng, dtype)
         self.bn2 = norm_layer(planes)
         self.downsample = downsample
@@ -137,10 +161,10 @@ class BasicBlock(Module):
         return self.bn2
 
     def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        out = self.relu(conv_norm(self.conv1, self.bn1, x))
+        out = conv_norm(self.conv2, self.bn2, out)
+        out += _shortcut(self.downsample, x)  # in place: out is this block's own array
+        return self.relu(out)
 
     def backward(self, dout):
         dsum = self.relu.backward(dout)  # d(branch + identity)
@@ -183,7 +207,7 @@ class Bottleneck(Module):
         self.bn2 = norm_layer(planes)
         self.conv3 = conv_fan_out(planes, planes * self.expansion, 1, 1, 0, rng, dtype)
         self.bn3 = norm_layer(planes * self.expansion)
-        self.relu = ReLU()  # one module used three times, as torchvision; its caches stack
+        self.relu = ReLU(inplace=True)  # used three times, as torchvision; caches stack
         self.downsample = downsample
         if downsample is not None:
             self.add_module("downsample", downsample)
@@ -192,11 +216,11 @@ class Bottleneck(Module):
         return self.bn3
 
     def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))  # (N, planes, H, W)
-        out = self.relu(self.bn2(self.conv2(out)))  # (N, planes, H', W')
-        out = self.bn3(self.conv3(out))  # (N, 4 planes, H', W')
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        out = self.relu(conv_norm(self.conv1, self.bn1, x))  # (N, planes, H, W)
+        out = self.relu(conv_norm(self.conv2, self.bn2, out))  # (N, planes, H', W')
+        out = conv_norm(self.conv3, self.bn3, out)  # (N, 4 planes, H', W')
+        out += _shortcut(self.downsample, x)  # in place: out is this block's own array
+        return self.relu(out)
 
     def backward(self, dout):
         dsum = self.relu.backward(dout)  # d(branch + identity)
@@ -294,7 +318,7 @@ class ResNet(Module):
         # stem: (N, 3, H, W) -> (N, w, H/2, W/2) -> maxpool -> (N, w, H/4, W/4)
         self.conv1 = conv_fan_out(3, width, 7, 2, 3, rng, dtype)
         self.bn1 = norm_layer(width)
-        self.relu = ReLU()
+        self.relu = ReLU(inplace=True)
         self.maxpool = MaxPool2d(3, 2, 1)
 
         num_built = LEVELS.index(self.return_layers[-1]) + 1
@@ -333,7 +357,7 @@ class ResNet(Module):
 
     def forward(self, x):
         """(N, 3, H, W) -> [C2, C3, C4, C5] (those in ``return_layers``)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, w, H/4, W/4)
+        x = self.maxpool(self.relu(conv_norm(self.conv1, self.bn1, x)))  # (N, w, H/4, W/4)
         if self.frozen_stages >= 1:
             for m in (self.conv1, self.bn1, self.relu, self.maxpool):
                 _drop_caches(m)

@@ -44,7 +44,7 @@ class MaskRCNNHeads(Sequential):
         for out in layers:
             conv = Conv2d(c, out, 3, padding=1, rng=rng, dtype=dtype)
             _kaiming_fan_out(conv, rng)
-            blocks.append(Sequential(conv, ReLU()))
+            blocks.append(Sequential(conv, ReLU(inplace=True)))
             c = out
         super().__init__(*blocks)
 
@@ -56,7 +56,7 @@ class MaskRCNNPredictor(Sequential):
         super().__init__()
         self.add_module("conv5_mask", ConvTranspose2d(in_channels, dim_reduced, 2, stride=2,
                                                       rng=rng, dtype=dtype))
-        self.add_module("relu", ReLU())
+        self.add_module("relu", ReLU(inplace=True))
         self.add_module("mask_fcn_logits", Conv2d(dim_reduced, num_classes, 1, rng=rng,
                                                   dtype=dtype))
         _kaiming_fan_out(self.conv5_mask, rng)

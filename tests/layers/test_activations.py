@@ -116,3 +116,22 @@ def test_torch_parity(xp):
         ot.backward(torch.tensor(d))
         np.testing.assert_allclose(asnumpy(out), ot.detach().numpy(), rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(asnumpy(dx), t.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_relu_inplace_only_at_inference(xp):
+    x = xp.asarray(np.array([[-1.0, 2.0, -3.0, 4.0]]))
+    expected = np.array([[0.0, 2.0, 0.0, 4.0]])
+    m = ReLU(inplace=True)
+    out = m(x.copy())  # training: a new array, the input untouched, a mask kept
+    assert len(m._caches) == 1
+    m.backward(xp.ones_like(out))
+    np.testing.assert_array_equal(asnumpy(out), expected)
+    m.eval()
+    y = x.copy()
+    out = m(y)
+    assert out is y and not m._caches  # inference: overwritten, nothing kept
+    np.testing.assert_array_equal(asnumpy(y), expected)
+    plain = ReLU().eval()
+    y = x.copy()
+    assert plain(y) is not y
+    np.testing.assert_array_equal(asnumpy(y), asnumpy(x))

@@ -458,3 +458,35 @@ def test_block_parity_torchvision_with_grads(block_name, norm):
     assert set(tv_grads) == set(ours_grads)
     for k, g in ours_grads.items():
         assert rel_error(g, tv_grads[k]) < 1e-10, k
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_frozen_bn_folded_into_conv_at_inference(depth):
+    # eval mode folds each FrozenBN into the conv before it (conv_norm); training mode
+    # runs conv then norm. Same numbers, to float64 rounding.
+    net = ResNet(depth, width=4, norm="frozen_bn", dtype=F64, rng=Generator(3))
+    _randomize_norms(net, seed=4)
+    x = np.random.default_rng(1).standard_normal((2, 3, 32, 48))
+    x_before = x.copy()
+    unfused = net.train()(x)
+    for _, m in net.modules():
+        m._caches.clear()  # the training forward's caches (no backward follows)
+    net.eval()
+    fused = net(x)
+    np.testing.assert_array_equal(x, x_before)  # in-place ReLUs never touch the input
+    for a, b in zip(fused, unfused):
+        assert rel_error(a, b) < 1e-12
+    assert all(not m._caches for _, m in net.modules())
+
+
+def test_conv_norm_with_conv_bias():
+    from npmaskrcnn.layers.conv import Conv2d
+    from npmaskrcnn.model.backbone import conv_norm
+
+    conv = Conv2d(3, 5, 3, stride=2, padding=1, bias=True, rng=Generator(0), dtype=F64)
+    bn = FrozenBatchNorm2d(5, dtype=F64)
+    _randomize_norms(Sequential(conv, bn), seed=2)
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 11))
+    expected = bn(conv(x))
+    conv.eval(), bn.eval()
+    assert rel_error(conv_norm(conv, bn, x), expected) < 1e-12
