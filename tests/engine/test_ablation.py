@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -229,3 +230,36 @@ def test_quick_mode_is_one_seed_pool_vs_align():
     assert ablation.MODES["quick"].seeds == 1
     assert [v.key for v in tables["2c"]] == ["c4/pool-max", "c4/align-avg"]
     assert np.all([v.features == "c4" for v in tables["2c"]])
+
+
+def test_claim_locks_a_run_and_takes_over_stale_locks(tmp_path, monkeypatch):
+    run_dir = tmp_path / "c4" / "pool-max" / "seed0"
+    with ablation.claim(run_dir) as mine:
+        assert mine and (run_dir / "running.lock").exists()
+        with ablation.claim(run_dir) as again:  # held by a live process (this one)
+            assert not again
+    assert not (run_dir / "running.lock").exists()  # released
+    host = ablation.socket.gethostname()
+    (run_dir / "running.lock").write_text(f"{host} 999999999")  # a process that is gone
+    with ablation.claim(run_dir) as mine:
+        assert mine
+    (run_dir / "running.lock").write_text(f"elsewhere.example {os.getpid()}")
+    with ablation.claim(run_dir) as mine:  # another host's lock cannot be checked: respected
+        assert not mine
+
+
+def test_parallel_workers_share_the_runs(tmp_path):
+    """--jobs 2: worker processes train the runs (none left locked, none resumed, which a
+    run trained by two workers at once would be); the parent writes the report."""
+    out = tmp_path / "abl"
+    argv = ["--quick", "--preset", "tiny", "--iters", "2", "--batch-size", "1", "--num-train",
+            "2", "--num-val", "2", "--image-size", "64", "--warmup", "1", "--out", str(out),
+            "--no-progress", "--jobs", "2"]
+    assert ablation.main(argv) == 0
+    for key in ("pool-max", "align-avg"):
+        run_dir = out / "c4" / key / "seed0"
+        assert (run_dir / "metrics.json").exists() and not (run_dir / "running.lock").exists()
+        assert not json.loads((run_dir / "metrics.json").read_text())["resumed"]
+    assert "RoIAlign (avg) − RoIPool" in (out / "report.md").read_text()
+    with pytest.raises(SystemExit, match="--jobs"):
+        ablation.main(argv[:-1] + ["0"])
