@@ -3,14 +3,27 @@
 import numpy as np
 import pytest
 
-from npmaskrcnn.backend import cupy_available, xp_for
+from npmaskrcnn.backend import cupy_available, get_backend, set_backend, xp_for
 
 BACKEND_PARAMS = ["numpy"] + (["cupy"] if cupy_available() else [])
 
 
+@pytest.fixture(autouse=True)
+def default_backend():
+    """Every test starts on the NumPy default backend, whatever NPMASKRCNN_BACKEND says:
+    tests without the ``xp`` fixture build their modules and inputs with NumPy."""
+    previous = get_backend()
+    set_backend("numpy")
+    yield
+    set_backend(previous)
+
+
 @pytest.fixture(params=BACKEND_PARAMS)
-def xp(request):
-    """The array module under test: numpy always, cupy when a CUDA device is visible."""
+def xp(request, default_backend):
+    """The array module under test: numpy always, cupy when a CUDA device is visible. It is
+    also the default backend during the test, so modules built in it hold parameters of
+    the same kind as the test's inputs."""
+    set_backend(request.param)
     return xp_for(request.param)
 
 

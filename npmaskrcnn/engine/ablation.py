@@ -29,8 +29,11 @@ Table 2c's five rows, three seeds, 1500 iterations at batch 2 on 400 images, a l
 from pilots on this data (RoIPool / RoIAlign mask AP 0.3 / 0.2 after 300 iterations, 1.4 /
 3.6 after 600, 3.6 / 7.5 after 1500, box AP 12.6 / 22.5). A C4 train step takes 0.17 s
 (RoIAlign or RoIWarp avg) to 0.30 s (the max variants, RoIPool) on the quiet machine, so the
-15 runs take about 1.5 h. ``--full`` adds aligned=True, stride 32, FPN and Table 2b: 12
-distinct variants x 3 seeds = 36 runs, about 3.5 h; it reuses the default's run folders.
+15 runs take about 1.5 h one after another. These small models keep one core busy and gain
+little from a second BLAS thread, so ``--jobs 2`` (two worker processes of one thread each,
+sharing the runs through lock files) nearly halves that on 2 cores. ``--full`` adds
+aligned=True, stride 32, FPN and Table 2b: 12 distinct variants x 3 seeds = 36 runs, about
+3.5 h one at a time; it reuses the default's run folders.
 """
 
 from __future__ import annotations

@@ -39,12 +39,12 @@ def _randomize_norms(model, seed=0):
     for _, m in model.modules():
         if isinstance(m, (GroupNorm, FrozenBatchNorm2d)):
             store = m.params if isinstance(m, GroupNorm) else m.buffers
-            c = store["weight"].shape[0]
-            store["weight"][...] = rng.uniform(0.5, 1.5, c)
-            store["bias"][...] = rng.normal(0.0, 0.3, c)
+            c, xp = store["weight"].shape[0], get_xp(store["weight"])
+            store["weight"][...] = xp.asarray(rng.uniform(0.5, 1.5, c))
+            store["bias"][...] = xp.asarray(rng.normal(0.0, 0.3, c))
             if isinstance(m, FrozenBatchNorm2d):
-                m.buffers["running_mean"][...] = rng.normal(0.0, 0.3, c)
-                m.buffers["running_var"][...] = rng.uniform(0.5, 2.0, c)
+                m.buffers["running_mean"][...] = xp.asarray(rng.normal(0.0, 0.3, c))
+                m.buffers["running_var"][...] = xp.asarray(rng.uniform(0.5, 2.0, c))
 
 
 def _as_list(out):

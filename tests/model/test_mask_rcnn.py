@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
+from npmaskrcnn.backend import asnumpy, to_backend
 from npmaskrcnn.config import tiny
 from npmaskrcnn.gradcheck import directional_check
 from npmaskrcnn.model.mask_rcnn import MaskRCNN
@@ -220,3 +221,27 @@ def test_single_level_models_train_and_predict(features):
     assert all(np.isfinite(float(v)) for v in losses.values())
     model.backward()
     assert len(model.predict([img])) == 1
+
+
+def test_whole_model_same_numbers_on_every_backend(xp):
+    """Losses, every gradient and the predictions of one float64 training step and one
+    inference equal NumPy's (on CuPy: GPU vs CPU parity of the whole model)."""
+    img, t = as_dtype(*make_scene(4), np.float64)
+    results = {}
+    for name in ("numpy", xp.__name__):
+        model = MaskRCNN(tiny(), dtype=np.float64, backend=name)
+        on = {k: to_backend(v, name) for k, v in t.items()}
+        losses = model.forward([to_backend(img, name)], [on])
+        model.backward()
+        grads = {k: asnumpy(g) for k, g in model.gradients().items()}
+        assert all(type(g) is type(p) for g, p in zip(model.gradients().values(),
+                                                       model.parameters().values()))
+        pred = model.eval().predict([to_backend(img, name)])[0]
+        results[name] = ({k: float(v) for k, v in losses.items()}, grads,
+                         {k: asnumpy(v) for k, v in pred.items()})
+    (l0, g0, p0), (l1, g1, p1) = results["numpy"], results[xp.__name__]
+    assert l0.keys() == l1.keys() and all(abs(l0[k] - l1[k]) < 1e-9 for k in l0)
+    assert all(np.allclose(g0[k], g1[k], rtol=1e-7, atol=1e-10) for k in g0)
+    assert p0["boxes"].shape == p1["boxes"].shape and p0["boxes"].shape[0] > 0
+    np.testing.assert_allclose(p0["boxes"], p1["boxes"], atol=1e-6)
+    np.testing.assert_allclose(p0["masks"], p1["masks"], atol=1e-6)
