@@ -57,6 +57,20 @@ def test_predict_names_an_unreadable_image(tmp_path):
         main(["predict", str(run / "checkpoint.npz"), str(bad), "--out", str(tmp_path / "p")])
 
 
+def test_shapes_are_seen_at_one_and_a_half_times_their_size(tmp_path):
+    from npmaskrcnn.cli import load_model
+
+    sizes = {}
+    for name, extra in (("default", []), ("explicit", ["--input-size", "80"])):
+        run = tmp_path / name
+        main(["train", "--preset", "tiny", "--image-size", "64", "--iters", "1", "--warmup",
+              "1", "--num-train", "1", "--num-val", "1", "--out", str(run), "--no-eval",
+              *extra])
+        t = load_model(str(run / "checkpoint.npz"))[0].cfg.transform
+        sizes[name] = (t.min_size, t.max_size)
+    assert sizes == {"default": (96, 96), "explicit": (80, 80)}
+
+
 def test_eval_refuses_a_checkpoint_of_other_classes(tmp_path):
     run = tmp_path / "run"
     main(["train", "--preset", "tiny", "--image-size", "64", "--iters", "1", "--warmup", "1",
