@@ -322,7 +322,7 @@ def claim(run_dir: Path):
     lock = run_dir / "running.lock"
     for _ in range(2):
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             if _lock_holder_alive(lock):
                 yield False
