@@ -687,8 +687,10 @@ def write_report(out: Path, tables: dict, plan: Plan, description: str, seconds:
     lines = [f"# RoIAlign vs RoIPool ablation ({datetime.now():%Y-%m-%d %H:%M})", "",
              f"Command: `{command}`. Machine: {platform.machine()}, {os.cpu_count()} CPU threads, "
              f"{platform.system()} {platform.release()}, Python {platform.python_version()}. "
-             f"Wall time of this invocation {seconds / 60:.1f} min; one run (train + eval) "
-             f"{np.mean(times) / 60 if times else math.nan:.1f} min on average.", "",
+             f"Wall time of this invocation {seconds / 60:.1f} min (finished runs are read, "
+             f"not retrained); one run (train + eval) "
+             f"{np.median(times) / 60 if times else math.nan:.1f} min (median of the "
+             f"{len(times)} runs not resumed).", "",
              f"Model: the `{plan.preset}` preset; {plan.iters} iterations of batch "
              f"{plan.batch_size}, lr {plan.lr} (warm-up {plan.warmup}, ×0.1 at 80%), "
              f"{plan.seeds} seed(s). Data: {description}. Numbers are COCO AP in %, "
