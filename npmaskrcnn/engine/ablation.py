@@ -544,7 +544,18 @@ def predictions(records: dict) -> tuple[list[str], list[str]]:
     claim = "the gain is larger at AP75 than at AP50"
     if testable(claim, (c4, pool)):
         d50, d75 = gain(c4, pool, AP50)[0], gain(c4, pool, AP75)[0]
-        say(claim, d75 > d50, f"{pct(d75)} at AP75 vs {pct(d50)} at AP50")
+        # per seed: (gain at AP75) - (gain at AP50), with its paired interval
+        g75, g50 = (np.subtract(*paired(records, c4, pool, m)) for m in (AP75, AP50))
+        m, lo, hi = paired_interval(g75, g50)
+        detail = f"{pct(d75)} at AP75 vs {pct(d50)} at AP50"
+        if math.isnan(lo):
+            say(claim, d75 > d50, f"{detail}; one seed, no interval")
+        elif lo <= 0 <= hi:
+            lines.append(f"- **{claim}**: not shown ({detail}; their difference {pct(m)}, 95% "
+                         f"interval [{pct(lo)}, {pct(hi)}] includes 0).")
+        else:
+            say(claim, lo > 0, f"{detail}; their difference {pct(m)}, 95% interval "
+                f"[{pct(lo)}, {pct(hi)}]")
         low = max(np.nanmean(paired(records, c4, pool, AP75)[1]), 0)
         if d75 <= d50:
             why.append(f"AP75 of RoIPool is {100 * low:.1f}: near the floor, alignment has little "

@@ -263,3 +263,15 @@ def test_parallel_workers_share_the_runs(tmp_path):
     assert "RoIAlign (avg) − RoIPool" in (out / "report.md").read_text()
     with pytest.raises(SystemExit, match="--jobs"):
         ablation.main(argv[:-1] + ["0"])
+
+
+def test_ap75_vs_ap50_gain_needs_an_interval_excluding_zero():
+    # gains (AP50, AP75) per seed: (+.05, +.08), (+.06, +.03), (+.04, +.06): the AP75 gain
+    # is larger on average, but their difference changes sign across seeds
+    pool = [(0.20, 0.50, 0.20), (0.21, 0.50, 0.20), (0.20, 0.50, 0.20)]
+    align = [(0.26, 0.55, 0.28), (0.27, 0.56, 0.23), (0.25, 0.54, 0.26)]
+    lines, _ = predictions(_records(pool, align))
+    text = "\n".join(lines)
+    print(text)
+    assert "AP75 than at AP50**: not shown (+5.7 at AP75 vs +5.0 at AP50; their difference " \
+        "+0.7, 95% interval [" in text and "] includes 0)" in text
