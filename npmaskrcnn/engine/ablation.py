@@ -355,8 +355,8 @@ def _lock_holder_alive(lock: Path) -> bool:
         os.kill(int(text[1]), 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, but another user's
+        pass
     return True
 
 
@@ -543,9 +543,9 @@ def predictions(records: dict) -> tuple[list[str], list[str]]:
                            f"as 1/√n with more seeds (--seeds).")
     claim = "the gain is larger at AP75 than at AP50"
     if testable(claim, (c4, pool)):
-        d50, d75 = gain(c4, pool, AP50)[0], gain(c4, pool, AP75)[0]
-        # per seed: (gain at AP75) - (gain at AP50), with its paired interval
+        # per seed: the gains at AP75 and AP50, and the paired interval of their difference
         g75, g50 = (np.subtract(*paired(records, c4, pool, m)) for m in (AP75, AP50))
+        d75, d50 = float(np.mean(g75)), float(np.mean(g50))
         m, lo, hi = paired_interval(g75, g50)
         detail = f"{pct(d75)} at AP75 vs {pct(d50)} at AP50"
         if math.isnan(lo):

@@ -126,19 +126,9 @@ def test_chunking_does_not_change_results(xp, monkeypatch, chunk, stride):
 
 
 @pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (3, 2, 1), (1, 1, 0), (1, 2, 0)])
-def test_non_contiguous_inputs(xp, kernel, stride, padding):
-    # Transposed views as x and dout give the same numbers as their contiguous copies.
-    rng = np.random.default_rng(5)
-    x = xp.asarray(rng.standard_normal((2, 3, 6, 5))).transpose(0, 1, 3, 2)  # (2, 3, 5, 6)
-    w = xp.asarray(rng.standard_normal((4, 3, kernel, kernel)))
-    out, cache = conv2d_forward(x, w, None, stride, padding)
-    ref, ref_cache = conv2d_forward(xp.ascontiguousarray(x), w, None, stride, padding)
-    assert rel_error(out, ref) < 1e-12
-    dout = xp.asarray(rng.standard_normal(out.shape[:2] + out.shape[:1:-1])).transpose(0, 1, 3, 2)
-    grads = conv2d_backward(dout, cache)
-    expected = conv2d_backward(xp.ascontiguousarray(dout), ref_cache)
-    for g, e in zip(grads[:2], expected[:2]):
-        assert rel_error(g, e) < 1e-12
+def test_non_contiguous_inputs(xp, kernel, stride, padding, same_on_non_contiguous):
+    same_on_non_contiguous(conv2d_forward, conv2d_backward, (2, 3, 5, 6),
+                           (4, 3, kernel, kernel), stride, padding, xp)
 
 
 def test_output_size_floor_and_unused_pixels(xp):

@@ -165,18 +165,9 @@ def test_chunking_does_not_change_results(xp, monkeypatch, chunk, kernel, stride
 
 
 @pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (4, 2, 1)])
-def test_non_contiguous_inputs(xp, kernel, stride, padding):
-    rng = np.random.default_rng(5)
-    x = xp.asarray(rng.standard_normal((2, 3, 4, 3))).transpose(0, 1, 3, 2)  # (2, 3, 3, 4)
-    w = xp.asarray(rng.standard_normal((3, 2, kernel, kernel)))
-    out, cache = conv_transpose2d_forward(x, w, None, stride, padding)
-    ref, ref_cache = conv_transpose2d_forward(xp.ascontiguousarray(x), w, None, stride, padding)
-    assert rel_error(out, ref) < 1e-12
-    dout = xp.asarray(rng.standard_normal(out.shape[:2] + out.shape[:1:-1])).transpose(0, 1, 3, 2)
-    grads = conv_transpose2d_backward(dout, cache)
-    expected = conv_transpose2d_backward(xp.ascontiguousarray(dout), ref_cache)
-    for g, e in zip(grads[:2], expected[:2]):
-        assert rel_error(g, e) < 1e-12
+def test_non_contiguous_inputs(xp, kernel, stride, padding, same_on_non_contiguous):
+    same_on_non_contiguous(conv_transpose2d_forward, conv_transpose2d_backward, (2, 3, 3, 4),
+                           (3, 2, kernel, kernel), stride, padding, xp)
 
 
 def test_output_sizes_of_the_heads(xp):
