@@ -91,7 +91,7 @@ def nms(boxes, scores, iou_threshold):
     return order[_greedy_sorted(boxes[order], None, iou_threshold)]
 
 
-def batched_nms(boxes, scores, idxs, iou_threshold):
+def batched_nms(boxes, scores, idxs, iou_threshold, top_k=None):
     """NMS within each category separately, as ``torchvision.ops.batched_nms``.
 
     Equals running ``nms`` on each category's boxes and merging the kept indices by
@@ -99,15 +99,38 @@ def batched_nms(boxes, scores, idxs, iou_threshold):
     offsetting each category's boxes so that categories never overlap; that trick
     rounds coordinates, so here categories are kept apart explicitly instead.
 
+    ``top_k`` returns ``batched_nms(...)[:top_k]`` without deciding the fate of every
+    box: whether a box is kept depends only on the boxes of its category visited
+    before it, so NMS of the ``m`` best-scored boxes (ties in index order) decides
+    those ``m`` boxes exactly as NMS of all of them does. ``m`` starts at 4 * top_k
+    and grows 4x until ``top_k`` boxes are kept or every box is in. Detection keeps
+    the best 100 of ~90 000 class-specific boxes, most of which never need an IoU.
+
     Args:
         boxes: (N, 4) boxes ``(x1, y1, x2, y2)``.
         scores: (N,) scores.
         idxs: (N,) integer category of each box (class, or FPN level for the RPN).
         iou_threshold: discard boxes whose IoU with a kept box of the same category is
             ``>`` this.
+        top_k: keep at most this many (the best); None keeps all.
     Returns:
         (K,) int64 indices of the kept boxes, by decreasing score.
     """
+    xp = get_xp(boxes, scores, idxs)
+    if top_k is None:
+        return _batched_nms_all(boxes, scores, idxs, iou_threshold)
+    order = xp.argsort(-scores, kind="stable")  # visiting order of all categories at once
+    m = max(4 * int(top_k), _BLOCK)
+    while True:
+        best = order[:m]  # the m best; ties by index, so positions in best keep index order
+        kept = best[_batched_nms_all(boxes[best], scores[best], idxs[best], iou_threshold)]
+        if kept.size >= top_k or m >= order.size:
+            return kept[:top_k]
+        m *= 4
+
+
+def _batched_nms_all(boxes, scores, idxs, iou_threshold):
+    """``batched_nms`` deciding every box: one greedy pass in (category, score) order."""
     xp = get_xp(boxes, scores, idxs)
     by_score = xp.argsort(-scores, kind="stable")
     # stable sort by category keeps score order inside each category: (N,) order

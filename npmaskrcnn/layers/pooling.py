@@ -69,24 +69,38 @@ class MaxPool2dCache(NamedTuple):
     padding: tuple  # (ph, pw)
 
 
-def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0, with_argmax=True):
     """Max over each k_h x k_w window, as ``torch.nn.functional.max_pool2d``.
 
     out[n, c, i, j] = max_{a < kh, b < kw} xpad[n, c, i*sh + a, j*sw + b],
     xpad being x padded by -inf; floor mode, dilation 1.
+
+    Without ``with_argmax`` (inference: no backward will follow) the max is taken one
+    axis at a time, ``max_a (max_b xpad[.., i*sh + a, j*sw + b])``, which is the same
+    number with kh + kw - 2 elementwise maxima instead of kh*kw - 1 and no argmax.
 
     Args:
         x: (N, C, H, W).
         kernel_size: int or (kh, kw).
         stride: int or (sh, sw); None means the kernel size.
         padding: int or (ph, pw), at most half the kernel (as PyTorch requires).
+        with_argmax: record each window's winner for the backward.
     Returns:
         out: (N, C, Ho, Wo) with Ho = floor((H + 2ph - kh) / sh) + 1, same for Wo.
-        cache: a ``MaxPool2dCache``.
+        cache: a ``MaxPool2dCache``, or None without ``with_argmax``.
     """
     xp = get_xp(x)
     (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = _geometry(x.shape, kernel_size, stride, padding)
     xpad = _pad_neg_inf(x, ph, pw)
+    if not with_argmax:
+        rows = sh * (Ho - 1) + 1  # window rows spanned by one kernel offset
+        cols = xpad[..., 0 : sw * (Wo - 1) + 1 : sw].copy()  # (N, C, Hpad, Wo)
+        for b in range(1, kw):  # max over each window's columns ...
+            xp.maximum(cols, xpad[..., b : b + sw * (Wo - 1) + 1 : sw], out=cols)
+        out = cols[:, :, 0:rows:sh].copy()  # (N, C, Ho, Wo)
+        for a in range(1, kh):  # ... then over its rows
+            xp.maximum(out, cols[:, :, a : a + rows : sh], out=out)
+        return out, None
     out, argmax = None, None
     for a in range(kh):
         for b in range(kw):
@@ -184,7 +198,8 @@ class MaxPool2d(Module):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
     def forward(self, x):
-        out, cache = max_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        out, cache = max_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
+                                        with_argmax=self.training)
         self.push(cache)
         return out
 

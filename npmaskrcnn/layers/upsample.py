@@ -91,15 +91,15 @@ def upsample_nearest2d_forward(x, scale_factor=None, size=None):
         Ho, Wo = math.floor(H * s_h), math.floor(W * s_w)
     src_h = _source_index(xp, H, Ho, s_h)
     src_w = _source_index(xp, W, Wo, s_w)
-    out = xp.take(xp.take(x, src_h, axis=2), src_w, axis=3)  # (N, C, Ho, W) -> (N, C, Ho, Wo)
-    cache = UpsampleNearest2dCache(
-        tuple(x.shape),
-        src_h,
-        src_w,
-        _integer_factor(xp, src_h, H, Ho),
-        _integer_factor(xp, src_w, W, Wo),
-    )
-    return out, cache
+    k_h, k_w = _integer_factor(xp, src_h, H, Ho), _integer_factor(xp, src_w, W, Wo)
+    if k_h is not None and k_w is not None:
+        # each pixel copied into a k_h x k_w block (the FPN's x2): one broadcast copy
+        n, c = x.shape[:2]
+        blocks = xp.broadcast_to(x[:, :, :, None, :, None], (n, c, H, k_h, W, k_w))
+        out = blocks.reshape(n, c, Ho, Wo)
+    else:  # (N, C, H, W) -> (N, C, Ho, W) -> (N, C, Ho, Wo)
+        out = xp.take(xp.take(x, src_h, axis=2), src_w, axis=3)
+    return out, UpsampleNearest2dCache(tuple(x.shape), src_h, src_w, k_h, k_w)
 
 
 def _sum_copies(g, axis: int, src, n_in: int, factor):

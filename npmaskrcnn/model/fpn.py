@@ -116,7 +116,8 @@ class FeaturePyramidNetwork(Module):
             # (x2 when sizes divide; otherwise floor(dst * in / out) source indices)
             inner_top_down, up_caches[lvl] = upsample_nearest2d_forward(
                 last_inner, size=tuple(inner_lateral.shape[-2:]))
-            last_inner = inner_lateral + inner_top_down
+            inner_lateral += inner_top_down  # the conv's output: no cache holds it
+            last_inner = inner_lateral
             results[lvl] = self.layer_blocks[lvl](last_inner)
         pool_cache = None
         if self.extra_block == "maxpool":

@@ -222,7 +222,7 @@ def postprocess_detections(
         boxes, scores, labels = boxes[inds], scores[inds], labels[inds]
         keep = remove_small_boxes(boxes, min_size)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]
+        keep = batched_nms(boxes, scores, labels, nms_thresh, top_k=detections_per_img)
         all_boxes.append(boxes[keep])
         all_scores.append(scores[keep])
         all_labels.append(labels[keep])

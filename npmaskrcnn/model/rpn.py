@@ -197,7 +197,7 @@ class RegionProposalNetwork(Module):
                 prob = 1.0 / (1.0 + xp.exp(-s))
                 keep = xp.nonzero(prob >= cfg.score_thresh)[0]
                 b, s, lv = b[keep], s[keep], lv[keep]
-            keep = batched_nms(b, s, lv, cfg.nms_thresh)[:post_n]
+            keep = batched_nms(b, s, lv, cfg.nms_thresh, top_k=post_n)
             proposals.append(b[keep])
         return proposals
 

@@ -191,6 +191,21 @@ def test_batched_small_blocks_and_one_box_groups(xp, small_blocks):
                                       per_group_reference(boxes, scores, idxs, 0.5))
 
 
+@pytest.mark.parametrize("top_k", [0, 1, 5, 40, 10_000])
+def test_batched_top_k_equals_prefix_of_all(xp, small_blocks, top_k):
+    """top_k decides only a best-scored prefix; it must equal the full result's head,
+    score ties (rounded scores) included, also when fewer than top_k boxes survive."""
+    rng = np.random.default_rng(11)
+    boxes = np.concatenate([uniform_boxes(rng, 120), clustered_boxes(rng, 6, 25)])
+    scores = np.round(rng.random(len(boxes)), 1)  # many ties
+    idxs = rng.integers(0, 5, len(boxes))
+    args = xp.asarray(boxes), xp.asarray(scores), xp.asarray(idxs), 0.5
+    full = asnumpy(batched_nms(*args))
+    got = asnumpy(batched_nms(*args, top_k=top_k))
+    np.testing.assert_array_equal(got, full[:top_k])
+    np.testing.assert_array_equal(got, per_group_reference(boxes, scores, idxs, 0.5)[:top_k])
+
+
 def test_batched_never_suppresses_across_categories(xp):
     boxes = xp.asarray([[0.0, 0.0, 10.0, 10.0]] * 4)
     scores = xp.asarray([0.1, 0.9, 0.5, 0.7])

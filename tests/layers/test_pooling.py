@@ -116,6 +116,10 @@ def test_property_matches_naive_and_conserves_gradient(xp, k, s, H, W, data):
     ref, _ = max_pool2d_naive(x, k, s, p)
     assert out.shape == ((1, 2, (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1))
     np.testing.assert_array_equal(asnumpy(out), asnumpy(ref))
+    # the inference path (separable max, no argmax) gives the same numbers
+    fast, no_cache = max_pool2d_forward(x, k, s, p, with_argmax=False)
+    np.testing.assert_array_equal(asnumpy(fast), asnumpy(ref))
+    assert no_cache is None
     # each window routes its whole gradient to one input cell: the sum is conserved
     d = xp.ones(out.shape)
     assert float(max_pool2d_backward(d, cache).sum()) == pytest.approx(out.size)
@@ -170,3 +174,14 @@ def test_torch_parity(xp, k, s, p):
     ot.backward(torch.tensor(d))
     np.testing.assert_array_equal(asnumpy(out), ot.detach().numpy())
     np.testing.assert_allclose(asnumpy(dx), t.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_eval_module_skips_argmax_and_propagates_nan(xp):
+    pool = MaxPool2d(3, 2, 1)
+    x = xp.asarray(np.random.default_rng(0).standard_normal((2, 3, 9, 8)))
+    x[0, 1, 4, 4] = np.nan
+    train_out = pool(x)
+    pool.eval()
+    eval_out = pool(x)
+    np.testing.assert_array_equal(asnumpy(eval_out), asnumpy(train_out))  # NaNs included
+    assert bool(xp.isnan(eval_out[0, 1]).any()) and not bool(xp.isnan(eval_out[1]).any())
