@@ -93,10 +93,9 @@ def upsample_nearest2d_forward(x, scale_factor=None, size=None):
     src_w = _source_index(xp, W, Wo, s_w)
     k_h, k_w = _integer_factor(xp, src_h, H, Ho), _integer_factor(xp, src_w, W, Wo)
     if k_h is not None and k_w is not None:
-        # each pixel copied into a k_h x k_w block (the FPN's x2): one broadcast copy
-        n, c = x.shape[:2]
-        blocks = xp.broadcast_to(x[:, :, :, None, :, None], (n, c, H, k_h, W, k_w))
-        out = blocks.reshape(n, c, Ho, Wo)
+        # each pixel copied into a k_h x k_w block (the FPN's x2): repeat along W,
+        # then whole rows along H (2x faster than the gathers below on NumPy)
+        out = xp.repeat(xp.repeat(x, k_w, axis=3), k_h, axis=2)
     else:  # (N, C, H, W) -> (N, C, Ho, W) -> (N, C, Ho, Wo)
         out = xp.take(xp.take(x, src_h, axis=2), src_w, axis=3)
     return out, UpsampleNearest2dCache(tuple(x.shape), src_h, src_w, k_h, k_w)

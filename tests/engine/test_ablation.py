@@ -140,6 +140,25 @@ def test_predictions_on_models_that_learned_nothing_are_not_tested():
     assert len(lines) == 2 and all("not tested (the models learned too little" in x for x in lines)
 
 
+def test_stride_32_at_the_floor_is_not_tested_even_when_stride_16_learned():
+    """A C5 pair that learned nothing must not count as 'gain not larger at stride 32'."""
+    records = _records([(0.04, 0.09, 0.03)] * 2 + [(0.05, 0.1, 0.04)],
+                       [(0.08, 0.14, 0.08)] * 2 + [(0.09, 0.15, 0.09)])
+    for key in ("c5/pool-max", "c5/align-avg"):
+        records[key] = {s: _record(s, 0.005, 0.015, 0.002, features="c5") for s in range(3)}
+        for r in records[key].values():
+            r["spec"]["train"] = {"image_size": 128}
+    lines, why = predictions(records)
+    stride32 = [x for x in lines if "stride 32" in x]
+    print(stride32, why)
+    assert len(stride32) == 1 and "not tested (the models learned too little" in stride32[0]
+    assert any("4x4 C5 map" in w for w in why)
+    # once the C5 models learn, the same claim gets a verdict
+    records["c5/align-avg"] = {s: _record(s, 0.06, 0.1, 0.05, features="c5") for s in range(3)}
+    lines, _ = predictions(records)
+    assert any("stride 32" in x and "reproduces" in x for x in lines)
+
+
 def test_check_init_finds_different_initial_weights():
     records = {"c4/pool-max": {0: _record(0, .1, .1, .1)},
                "c4/align-avg": {0: _record(0, .1, .1, .1)},
