@@ -159,6 +159,15 @@ def test_stride_32_at_the_floor_is_not_tested_even_when_stride_16_learned():
     assert any("stride 32" in x and "reproduces" in x for x in lines)
 
 
+def test_fpn_gain_in_points_and_relative_terms():
+    records = _records([(0.04, 0.09, 0.03)] * 3, [(0.08, 0.14, 0.08)] * 3)
+    records["fpn/pool-max"] = {s: _record(s, 0.20, 0.35, 0.19, features="fpn") for s in range(3)}
+    records["fpn/align-avg"] = {s: _record(s, 0.26, 0.44, 0.29, features="fpn") for s in range(3)}
+    lines, why = predictions(records)
+    assert any("smaller with FPN" in x and "does NOT reproduce" in x for x in lines)
+    assert any("gain is 30% with FPN vs 100% at stride 16" in w for w in why), why
+
+
 def test_check_init_finds_different_initial_weights():
     records = {"c4/pool-max": {0: _record(0, .1, .1, .1)},
                "c4/align-avg": {0: _record(0, .1, .1, .1)},
