@@ -184,13 +184,13 @@ def run_nms(torch, repeat, ns, match=""):
                 if torch:
                     import torchvision.ops as tv_ops
 
-                    tb, ts, tg = (torch.from_numpy(a) for a in (boxes, scores, groups))
+                    tb, ts, tg, tc = (torch.from_numpy(a)
+                                      for a in (boxes, scores, groups, classes))
                     if name == "nms":
                         fns.append(lambda b=tb, s=ts: tv_ops.nms(b, s, 0.7))
                     elif name == "batched_nms":
                         fns.append(lambda b=tb, s=ts, g=tg: tv_ops.batched_nms(b, s, g, 0.7))
                     else:  # torchvision decides every box, then the detector keeps 100
-                        tc = torch.from_numpy(classes)
                         fns.append(lambda b=tb, s=ts, g=tc: tv_ops.batched_nms(b, s, g, 0.7)[:100])
                 t = best_of(fns, repeat)
                 label = f"{name} {kind} n={n} (kept {len(ours())})"

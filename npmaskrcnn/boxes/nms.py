@@ -116,9 +116,9 @@ def batched_nms(boxes, scores, idxs, iou_threshold, top_k=None):
     Returns:
         (K,) int64 indices of the kept boxes, by decreasing score.
     """
-    xp = get_xp(boxes, scores, idxs)
     if top_k is None:
         return _batched_nms_all(boxes, scores, idxs, iou_threshold)
+    xp = get_xp(boxes, scores, idxs)
     order = xp.argsort(-scores, kind="stable")  # visiting order of all categories at once
     m = max(4 * int(top_k), _BLOCK)
     while True:

@@ -421,6 +421,11 @@ def value(record: dict, metric) -> float:
     return math.nan if x < 0 else x
 
 
+def mean_over_seeds(records: dict, key: str, metric) -> float:
+    """Mean of a metric over the finished seeds of one variant (NaN-ignoring)."""
+    return float(np.nanmean([value(r, metric) for r in records[key].values()]))
+
+
 def paired(records: dict, a: str, b: str, metric) -> tuple[list, list]:
     """Values of variants ``a`` and ``b`` over the seeds both finished, in seed order."""
     ra, rb = records.get(a, {}), records.get(b, {})
@@ -521,7 +526,7 @@ def predictions(records: dict) -> tuple[list[str], list[str]]:
     def testable(claim, keys):
         if not set(keys) <= set(records):
             return False
-        best = max(np.nanmean([value(r, AP) for r in records[k].values()]) for k in keys)
+        best = max(mean_over_seeds(records, k, AP) for k in keys)
         if best < MIN_AP:
             lines.append(f"- **{claim}**: not tested (the models learned too little: best mean "
                          f"mask AP {100 * best:.1f} < {100 * MIN_AP:.0f}).")
@@ -592,8 +597,7 @@ def predictions(records: dict) -> tuple[list[str], list[str]]:
         gf, g16 = gain(*fpn)[0], gain(c4, pool)[0]
         say(claim, gf < g16, f"{pct(gf)} with FPN vs {pct(g16)} at stride 16 mask AP")
         if gf >= g16:
-            base_f, base_16 = (np.nanmean([value(r, AP) for r in records[k].values()])
-                               for k in (fpn[1], pool))
+            base_f, base_16 = (mean_over_seeds(records, k, AP) for k in (fpn[1], pool))
             why.append(f"FPN models are much stronger here (RoIPool {100 * base_f:.1f} vs "
                        f"{100 * base_16:.1f} mask AP), so points are not comparable: relative to "
                        f"RoIPool the gain is {100 * gf / base_f:.0f}% with FPN vs "
@@ -607,8 +611,7 @@ def predictions(records: dict) -> tuple[list[str], list[str]]:
         if m <= 0:
             why.append("With few classes that seldom overlap, the competition between classes "
                        "that a softmax adds costs little here.")
-    best = max((np.nanmean([value(r, AP) for r in runs.values()]) for runs in records.values()),
-               default=math.nan)
+    best = max((mean_over_seeds(records, k, AP) for k in records), default=math.nan)
     if why and best < 0.1:
         why.insert(0, f"Every model is weak (best mean mask AP {100 * best:.1f}): at this "
                    "training length the differences are near the noise of training.")
