@@ -1,13 +1,15 @@
-"""The array backend: NumPy on the CPU, CuPy on an NVIDIA GPU.
+"""The array backend: NumPy on the CPU, CuPy on an NVIDIA GPU, cpupy to check the GPU path.
 
 This is the only module of npmaskrcnn that imports CuPy. Every other function finds
 its array module from its inputs::
 
-    xp = get_xp(x)          # numpy or cupy, whichever module x belongs to
+    xp = get_xp(x)          # numpy, cupy or cpupy, whichever module x belongs to
     y = xp.maximum(x, 0)
 
-and so runs unchanged on both. The few operations whose spelling differs between the
-two libraries live here:
+and so runs unchanged on all three. ``cpupy`` (``npmaskrcnn/cpupy.py``) is a strict CPU
+stand-in for CuPy: NumPy underneath, but it refuses host/device mixing as CuPy does and
+counts kernel launches and host syncs, so a machine without a GPU still keeps the GPU
+path honest. The few operations whose spelling differs between the libraries live here:
 
 - ``scatter_add``: ``numpy.add.at`` vs ``cupyx.scatter_add``;
 - ``asnumpy``: a device-to-host copy (a no-op for NumPy arrays);
@@ -17,7 +19,7 @@ two libraries live here:
   generator would give different ones).
 
 The default backend is read once from the environment variable
-``NPMASKRCNN_BACKEND`` (``numpy`` or ``cupy``) and can be changed with
+``NPMASKRCNN_BACKEND`` (``numpy``, ``cupy`` or ``cpupy``) and can be changed with
 ``set_backend``; the command line's ``--backend`` calls it.
 """
 
@@ -29,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
-BACKENDS = ("numpy", "cupy")
+from . import cpupy
+
+BACKENDS = ("numpy", "cupy", "cpupy")
 _backend: str | None = None
 
 
@@ -66,7 +70,7 @@ def get_backend() -> str:
 
 
 def set_backend(name: str) -> None:
-    """Choose the default backend (``'numpy'`` or ``'cupy'``) for new arrays."""
+    """Choose the default backend (``'numpy'``, ``'cupy'`` or ``'cpupy'``) for new arrays."""
     global _backend
     name = str(name).lower()
     if name not in BACKENDS:
@@ -84,7 +88,16 @@ def xp_for(name: str | None = None):
         return np
     if name == "cupy":
         return _import_cupy()
+    if name == "cpupy":
+        return cpupy
     raise BackendError(f"unknown backend {name!r}: choose one of {BACKENDS}")
+
+
+def backend_name(xp_or_array: Any) -> str:
+    """``"numpy"``, ``"cupy"`` or ``"cpupy"``: the backend of an array module or array."""
+    modules = (np, cpupy, sys.modules.get("cupy"))
+    xp = xp_or_array if any(xp_or_array is m for m in modules) else get_xp(xp_or_array)
+    return "numpy" if xp is np else "cpupy" if xp is cpupy else "cupy"
 
 
 def is_cupy_array(x: Any) -> bool:
@@ -93,13 +106,22 @@ def is_cupy_array(x: Any) -> bool:
     return cupy is not None and isinstance(x, cupy.ndarray)
 
 
-def get_xp(*arrays: Any):
-    """The array module (numpy or cupy) that the given arrays belong to.
+def is_device_array(x: Any) -> bool:
+    """True for an array of a device backend: ``cupy.ndarray`` or ``cpupy.ndarray``."""
+    return type(x) is cpupy.ndarray or is_cupy_array(x)
 
-    Non-array arguments (None, Python scalars) are ignored; with no CuPy array
+
+def get_xp(*arrays: Any):
+    """The array module (numpy, cupy or cpupy) that the given arrays belong to.
+
+    Non-array arguments (None, Python scalars) are ignored; with no device array
     among the arguments the answer is NumPy.
     """
     for a in arrays:
+        if type(a) is np.ndarray:
+            continue
+        if type(a) is cpupy.ndarray:
+            return cpupy
         if is_cupy_array(a):
             return sys.modules["cupy"]
     return np
@@ -107,7 +129,7 @@ def get_xp(*arrays: Any):
 
 def asnumpy(x: Any) -> np.ndarray:
     """A NumPy copy of ``x`` on the host (no copy when it already is NumPy)."""
-    if is_cupy_array(x):
+    if is_device_array(x):
         return x.get()
     return np.asarray(x)
 
@@ -117,6 +139,8 @@ def to_backend(x: Any, backend: str | None = None, dtype=None):
     xp = xp_for(backend)
     if xp is np:
         return np.asarray(asnumpy(x), dtype=dtype)
+    if is_device_array(x) and get_xp(x) is not xp:
+        x = asnumpy(x)  # from one device backend to another: through the host
     return xp.asarray(x, dtype=dtype)
 
 
@@ -127,7 +151,9 @@ def scatter_add(target, indices, values) -> None:
     ``target[indices] += values`` would keep only one of several writes to the same
     element, which is wrong for every backward pass that scatters gradients.
     """
-    if is_cupy_array(target):
+    if type(target) is cpupy.ndarray:
+        cpupy.scatter_add(target, indices, values)
+    elif is_cupy_array(target):
         import cupyx  # noqa: PLC0415 - only reachable with CuPy arrays
 
         cupyx.scatter_add(target, indices, values)

@@ -1,11 +1,12 @@
-"""Shared fixtures: ``xp`` runs a test on NumPy, and on CuPy when a GPU is present."""
+"""Shared fixtures: ``xp`` runs a test on NumPy, on the strict CPU stand-in for CuPy
+(``cpupy``), and on CuPy when a GPU is present."""
 
 import numpy as np
 import pytest
 
 from npmaskrcnn.backend import cupy_available, get_backend, set_backend, xp_for
 
-BACKEND_PARAMS = ["numpy"] + (["cupy"] if cupy_available() else [])
+BACKEND_PARAMS = ["numpy", "cpupy"] + (["cupy"] if cupy_available() else [])
 
 
 @pytest.fixture(autouse=True)
@@ -20,9 +21,9 @@ def default_backend():
 
 @pytest.fixture(params=BACKEND_PARAMS)
 def xp(request, default_backend):
-    """The array module under test: numpy always, cupy when a CUDA device is visible. It is
-    also the default backend during the test, so modules built in it hold parameters of
-    the same kind as the test's inputs."""
+    """The array module under test: numpy and the cpupy stand-in always, cupy when a CUDA
+    device is visible. It is also the default backend during the test, so modules built in
+    it hold parameters of the same kind as the test's inputs."""
     set_backend(request.param)
     return xp_for(request.param)
 

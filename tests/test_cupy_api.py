@@ -73,3 +73,16 @@ def test_only_backend_imports_cupy():
             if any(n.split(".")[0] in ("cupy", "cupyx") for n in names):
                 offenders.append(str(path.relative_to(PACKAGE)))
     assert not offenders, f"only backend.py may import CuPy: {offenders}"
+
+
+def test_the_stand_in_offers_only_what_cupy_has():
+    """cpupy serves NumPy functions by name; each must exist in CuPy, or code passing on
+    the stand-in would fail on a GPU."""
+    cupy = pytest.importorskip("cupy", reason="cupy-cuda12x is in the dev extra")
+    from npmaskrcnn import cpupy
+
+    names = cpupy.FUNCTIONS | cpupy.SYNCING | cpupy._PASSTHROUGH | cpupy._SPECIAL
+    missing = sorted(n for n in names if not hasattr(cupy, n))
+    assert not missing, f"cpupy offers functions CuPy lacks: {missing}"
+    methods = sorted(m for m in cpupy._METHODS if not hasattr(cupy.ndarray, m))
+    assert not methods, f"cpupy.ndarray offers methods cupy.ndarray lacks: {methods}"

@@ -183,7 +183,7 @@ class GroupNorm(Module):
     """``torch.nn.GroupNorm`` over ``group_norm_forward`` / ``group_norm_backward``.
 
     Parameters ``weight`` (ones) and ``bias`` (zeros), shape (num_channels,), when
-    ``affine`` (PyTorch's default init); created on the default backend.
+    ``affine`` (PyTorch's default init); created on ``backend`` (None: the default).
     """
 
     def __init__(
@@ -193,6 +193,7 @@ class GroupNorm(Module):
         eps: float = 1e-5,
         affine: bool = True,
         dtype=np.float32,
+        backend: str | None = None,
     ):
         super().__init__()
         if num_channels % num_groups != 0:
@@ -206,7 +207,7 @@ class GroupNorm(Module):
             affine,
         )
         if affine:
-            xp = xp_for()
+            xp = xp_for(backend)
             self.add_param("weight", xp.ones(num_channels, dtype=dtype))
             self.add_param("bias", xp.zeros(num_channels, dtype=dtype))
 
@@ -231,12 +232,14 @@ class FrozenBatchNorm2d(Module):
     ``weight`` (ones), ``bias`` (zeros), ``running_mean`` (zeros) and ``running_var``
     (ones), each (num_features,), live in ``buffers`` under torchvision's state-dict
     names: they are loaded from a checkpoint, never trained. ``backward`` returns dx.
+    Created on ``backend`` (None: the default backend).
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, dtype=np.float32):
+    def __init__(self, num_features: int, eps: float = 1e-5, dtype=np.float32,
+                 backend: str | None = None):
         super().__init__()
         self.num_features, self.eps = num_features, eps
-        xp = xp_for()
+        xp = xp_for(backend)
         self.buffers["weight"] = xp.ones(num_features, dtype=dtype)
         self.buffers["bias"] = xp.zeros(num_features, dtype=dtype)
         self.buffers["running_mean"] = xp.zeros(num_features, dtype=dtype)

@@ -59,7 +59,7 @@ def gn_num_groups(gn_groups: int, num_channels: int) -> int:
 
 
 def norm_factory(
-    norm: str = "group_norm", gn_groups: int = 32, dtype=np.float32
+    norm: str = "group_norm", gn_groups: int = 32, dtype=np.float32, backend: str | None = None
 ) -> Callable[[int], Module]:
     """A ``num_channels -> Module`` builder, torchvision's ``norm_layer`` argument.
 
@@ -68,11 +68,12 @@ def norm_factory(
             ``"frozen_bn"`` (``FrozenBatchNorm2d``: a fixed affine map, for pretrained
             weights, as torchvision's detection backbones).
         gn_groups: requested GroupNorm groups (see ``gn_num_groups``).
+        backend: where the norms' arrays live (None: the default backend).
     """
     if norm == "group_norm":
-        return lambda c: GroupNorm(gn_num_groups(gn_groups, c), c, dtype=dtype)
+        return lambda c: GroupNorm(gn_num_groups(gn_groups, c), c, dtype=dtype, backend=backend)
     if norm == "frozen_bn":
-        return lambda c: FrozenBatchNorm2d(c, dtype=dtype)
+        return lambda c: FrozenBatchNorm2d(c, dtype=dtype, backend=backend)
     raise ValueError(f"norm must be 'group_norm' or 'frozen_bn', got {norm!r}")
 
 
@@ -147,7 +148,8 @@ class BasicBlock(Module):
                  rng: Generator | None = None, dtype=np.float32):
         super().__init__()
         rng = Generator(0) if rng is None else rng
-        norm_layer = norm_factory(dtype=dtype) if norm_layer is None else norm_layer
+        if norm_layer is None:
+            norm_layer = norm_factory(dtype=dtype, backend=rng.backend)
         self.conv1 = conv_fan_out(inplanes, planes, 3, stride, 1, rng, dtype)
         self.bn1 = norm_layer(planes)
         self.relu = ReLU(inplace=True)  # used twice, as torchvision; its caches stack
@@ -200,7 +202,8 @@ class Bottleneck(Module):
                  rng: Generator | None = None, dtype=np.float32):
         super().__init__()
         rng = Generator(0) if rng is None else rng
-        norm_layer = norm_factory(dtype=dtype) if norm_layer is None else norm_layer
+        if norm_layer is None:
+            norm_layer = norm_factory(dtype=dtype, backend=rng.backend)
         self.conv1 = conv_fan_out(inplanes, planes, 1, 1, 0, rng, dtype)
         self.bn1 = norm_layer(planes)
         self.conv2 = conv_fan_out(planes, planes, 3, stride, 1, rng, dtype)
@@ -245,7 +248,8 @@ def make_layer(block: type, inplanes: int, planes: int, blocks: int, stride: int
     channels ``inplanes`` and output channels ``planes * block.expansion``.
     """
     rng = Generator(0) if rng is None else rng
-    norm_layer = norm_factory(dtype=dtype) if norm_layer is None else norm_layer
+    if norm_layer is None:
+        norm_layer = norm_factory(dtype=dtype, backend=rng.backend)
     out_channels = planes * block.expansion
     downsample = None
     if stride != 1 or inplanes != out_channels:
@@ -310,7 +314,7 @@ class ResNet(Module):
         rng = Generator(0) if rng is None else rng
         kind, counts = ARCHS[depth]
         block = BasicBlock if kind == "basic" else Bottleneck
-        norm_layer = norm_factory(norm, gn_groups, dtype)
+        norm_layer = norm_factory(norm, gn_groups, dtype, rng.backend)
         self.depth, self.width, self.norm = depth, width, norm
         self.frozen_stages = frozen_stages
         self.return_layers = [name for name in LEVELS if name in return_layers]

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from npmaskrcnn.backend import asnumpy
+from npmaskrcnn.backend import asnumpy, backend_name
 from npmaskrcnn.gradcheck import check_layer, rel_error
 from npmaskrcnn.layers import im2col as im2col_module
 from npmaskrcnn.layers.conv import (
@@ -190,7 +190,7 @@ def test_torch_parity(x_shape, w_shape, stride, padding):
 
 
 def _module(xp, *args, **kwargs):
-    return Conv2d(*args, **kwargs).to(dtype=np.float64, backend=xp.__name__.split(".")[0])
+    return Conv2d(*args, **kwargs).to(dtype=np.float64, backend=backend_name(xp))
 
 
 def test_module_parameters():

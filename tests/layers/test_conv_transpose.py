@@ -3,7 +3,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from npmaskrcnn.backend import asnumpy
+from npmaskrcnn.backend import asnumpy, backend_name
 from npmaskrcnn.gradcheck import check_layer, rel_error
 from npmaskrcnn.layers import im2col as im2col_module
 from npmaskrcnn.layers.conv import conv2d_backward, conv2d_forward
@@ -233,7 +233,7 @@ def test_module_parameters():
 
 def test_module_accumulates(xp):
     deconv = ConvTranspose2d(3, 2, 4, stride=2, padding=1).to(
-        dtype=np.float64, backend=xp.__name__.split(".")[0]
+        dtype=np.float64, backend=backend_name(xp)
     )
     rng = np.random.default_rng(0)
     x1, x2 = (xp.asarray(rng.standard_normal((2, 3, 3, 3))) for _ in range(2))

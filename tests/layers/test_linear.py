@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from npmaskrcnn.backend import Generator, asnumpy
+from npmaskrcnn.backend import Generator, asnumpy, backend_name
 from npmaskrcnn.gradcheck import check_layer
 from npmaskrcnn.layers.linear import (
     Flatten,
@@ -73,7 +73,7 @@ def test_empty_batch(xp):
 
 
 def test_linear_module_init_and_accumulation(xp):
-    backend = "cupy" if xp.__name__ == "cupy" else "numpy"
+    backend = backend_name(xp)
     m = Linear(8, 4, rng=Generator(0, backend=backend))
     w, b = m.params["weight"], m.params["bias"]
     assert w.shape == (4, 8) and b.shape == (4,) and w.dtype == np.float32

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from npmaskrcnn.backend import asnumpy
+from npmaskrcnn.backend import asnumpy, backend_name
 from npmaskrcnn.gradcheck import check_layer
 from npmaskrcnn.layers.norm import (
     FrozenBatchNorm2d,
@@ -89,7 +89,7 @@ def test_group_norm_properties(xp, N, G, cg, S, shift, scale):
 
 
 def test_group_norm_module(xp):
-    m = GroupNorm(2, 4, dtype=np.float64).to(backend="cupy" if xp.__name__ == "cupy" else None)
+    m = GroupNorm(2, 4, dtype=np.float64).to(backend=backend_name(xp))
     np.testing.assert_array_equal(asnumpy(m.params["weight"]), np.ones(4))
     np.testing.assert_array_equal(asnumpy(m.params["bias"]), np.zeros(4))
     rng = np.random.default_rng(0)
@@ -134,8 +134,7 @@ def test_frozen_bn_module_buffers(xp):
     m = FrozenBatchNorm2d(3)
     assert m.params == {} and m.grads == {}
     assert list(m.state_dict()) == ["weight", "bias", "running_mean", "running_var"]
-    if xp.__name__ == "cupy":
-        m.to(backend="cupy")
+    m.to(backend=backend_name(xp))
     x = xp.asarray(np.random.default_rng(0).standard_normal((1, 3, 2, 2)), dtype=xp.float32)
     # default statistics: identity up to eps
     np.testing.assert_allclose(asnumpy(m(x)), asnumpy(x) / np.sqrt(1 + 1e-5), rtol=1e-6)
@@ -182,8 +181,7 @@ def test_frozen_bn_torch_parity(xp):
     ours = FrozenBatchNorm2d(4)
     ours.load_state_dict(state)
     assert set(ours.state_dict()) == set(m_t.state_dict())
-    if xp.__name__ == "cupy":
-        ours.to(backend="cupy")
+    ours.to(backend=backend_name(xp))
     x = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
     d = rng.standard_normal(x.shape).astype(np.float32)
     t = torch.tensor(x, requires_grad=True)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from npmaskrcnn.backend import Generator, get_xp
+from npmaskrcnn.backend import Generator, backend_name, get_xp
 from npmaskrcnn.gradcheck import (
     directional_check,
     numerical_gradient,
@@ -25,7 +25,7 @@ F64 = np.float64
 
 
 def _backend(xp) -> str:
-    return "cupy" if xp.__name__ == "cupy" else "numpy"
+    return backend_name(xp)
 
 
 def _identity_norm(c):

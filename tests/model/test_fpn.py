@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from npmaskrcnn.backend import Generator, get_xp
+from npmaskrcnn.backend import Generator, backend_name, get_xp
 from npmaskrcnn.gradcheck import directional_check, rel_error, sparse_gradient_check
 from npmaskrcnn.model.backbone import ResNet
 from npmaskrcnn.model.fpn import FeaturePyramidNetwork
@@ -14,7 +14,7 @@ F64 = np.float64
 
 
 def _backend(xp) -> str:
-    return "cupy" if xp.__name__ == "cupy" else "numpy"
+    return backend_name(xp)
 
 
 def _feats(xp, channels, sizes, n=1, seed=0):

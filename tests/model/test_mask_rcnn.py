@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from npmaskrcnn.backend import asnumpy, to_backend
-from npmaskrcnn.config import tiny
+from npmaskrcnn.backend import asnumpy, backend_name, get_xp, set_backend, to_backend
+from npmaskrcnn.config import r50_fpn, shapes, tiny
 from npmaskrcnn.gradcheck import directional_check
 from npmaskrcnn.model.mask_rcnn import MaskRCNN
 
@@ -223,12 +223,26 @@ def test_single_level_models_train_and_predict(features):
     assert len(model.predict([img])) == 1
 
 
+@pytest.mark.parametrize("preset", [tiny, shapes, r50_fpn])
+@pytest.mark.parametrize("default, wanted", [("numpy", "cpupy"), ("cpupy", "numpy")])
+def test_model_arrays_live_on_its_backend_whatever_the_default(preset, default, wanted):
+    """Every parameter, gradient and buffer of ``MaskRCNN(cfg, backend=X)`` is an X array,
+    also when the default backend is another one (GroupNorm once used the default)."""
+    set_backend(default)
+    model = MaskRCNN(preset(), backend=wanted)
+    arrays = {f"{prefix}.{kind}.{k}": v for prefix, m in model.modules()
+              for kind in ("params", "grads", "buffers") for k, v in getattr(m, kind).items()}
+    assert arrays
+    wrong = sorted(k for k, v in arrays.items() if backend_name(get_xp(v)) != wanted)
+    assert not wrong, f"{len(wrong)} arrays not on {wanted}: {wrong[:5]}"
+
+
 def test_whole_model_same_numbers_on_every_backend(xp):
     """Losses, every gradient and the predictions of one float64 training step and one
     inference equal NumPy's (on CuPy: GPU vs CPU parity of the whole model)."""
     img, t = as_dtype(*make_scene(4), np.float64)
     results = {}
-    for name in ("numpy", xp.__name__):
+    for name in ("numpy", backend_name(xp)):
         model = MaskRCNN(tiny(), dtype=np.float64, backend=name)
         on = {k: to_backend(v, name) for k, v in t.items()}
         losses = model.forward([to_backend(img, name)], [on])
@@ -239,7 +253,7 @@ def test_whole_model_same_numbers_on_every_backend(xp):
         pred = model.eval().predict([to_backend(img, name)])[0]
         results[name] = ({k: float(v) for k, v in losses.items()}, grads,
                          {k: asnumpy(v) for k, v in pred.items()})
-    (l0, g0, p0), (l1, g1, p1) = results["numpy"], results[xp.__name__]
+    (l0, g0, p0), (l1, g1, p1) = results["numpy"], results[backend_name(xp)]
     assert l0.keys() == l1.keys() and all(abs(l0[k] - l1[k]) < 1e-9 for k in l0)
     assert all(np.allclose(g0[k], g1[k], rtol=1e-7, atol=1e-10) for k in g0)
     assert p0["boxes"].shape == p1["boxes"].shape and p0["boxes"].shape[0] > 0

@@ -1,0 +1,145 @@
+"""The strict CPU stand-in for CuPy: CuPy's boundary rules, and honest counts."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from npmaskrcnn import cpupy as cp  # noqa: E402
+from npmaskrcnn.backend import asnumpy, get_xp, scatter_add, to_backend  # noqa: E402
+
+
+@pytest.fixture
+def a():
+    return cp.asarray([1.0, 2.0, 3.0])
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def test_no_implicit_conversion_to_numpy(a):
+    with pytest.raises(TypeError, match="Implicit conversion to a NumPy array"):
+        np.asarray(a)
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.array([a, a])
+
+
+@pytest.mark.parametrize("mix", [
+    lambda a, h: a + h,
+    lambda a, h: h + a,
+    lambda a, h: a * h[0:3],
+    lambda a, h: np.maximum(a, h),
+    lambda a, h: cp.maximum(a, h),
+    lambda a, h: cp.concatenate([a, h]),
+    lambda a, h: np.concatenate([a, h]),
+    lambda a, h: cp.where(a > 1, h, a),
+    lambda a, h: a.__setitem__(slice(None), h),
+], ids=["add", "radd", "mul-view", "np-ufunc", "cp-ufunc", "cp-func", "np-func", "where",
+        "setitem"])
+def test_host_arrays_never_mix_with_device_arrays(a, mix):
+    with pytest.raises(TypeError, match="Unsupported type"):
+        mix(a, np.ones(3))
+
+
+def test_host_libraries_refuse_device_arrays(a):
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        plt.plot(a)
+    plt.close("all")
+    mask_utils = pytest.importorskip("pycocotools.mask")
+    with pytest.raises(TypeError):
+        mask_utils.encode(cp.zeros((4, 4, 1), dtype=np.uint8))
+
+
+def test_numpy_only_functions_are_missing():
+    with pytest.raises(AttributeError, match="no attribute 'fancy_numpy_only'"):
+        cp.fancy_numpy_only  # noqa: B018
+    assert not hasattr(cp, "random")  # seeded draws go through backend.Generator
+
+
+def test_host_indices_and_scalars_are_accepted(a):
+    np.testing.assert_array_equal(asnumpy(a[np.array([2, 0])]), [3.0, 1.0])
+    np.testing.assert_array_equal(asnumpy(a[[1, 1]]), [2.0, 2.0])
+    np.testing.assert_array_equal(asnumpy(a * np.float32(2) + 1), [3.0, 5.0, 7.0])
+
+
+# ----------------------------------------------------------------------------- semantics
+
+
+def test_results_stay_on_the_device(a):
+    total = a.sum()
+    assert type(total) is cp.ndarray and total.shape == ()
+    assert type(a[0]) is cp.ndarray and a[0].shape == ()
+    assert type(np.exp(a)) is cp.ndarray  # NumPy's ufuncs dispatch to the stand-in
+    assert type(np.concatenate([a, a])) is cp.ndarray
+    assert get_xp(a) is cp and get_xp(np.ones(2), a) is cp
+
+
+def test_in_place_and_views_share_memory(a):
+    v = a.reshape(3, 1)
+    v += 1  # a view: writes through
+    np.testing.assert_array_equal(asnumpy(a), [2.0, 3.0, 4.0])
+    a[0] += 10  # 0-d view, as CuPy's
+    assert float(a[0]) == 12.0
+    assert cp.ascontiguousarray(a) is a
+
+
+def test_moving_between_backends():
+    h = np.arange(6.0).reshape(2, 3)
+    d = to_backend(h, "cpupy")
+    assert type(d) is cp.ndarray
+    np.testing.assert_array_equal(asnumpy(d), h)
+    assert type(to_backend(d, "numpy")) is np.ndarray
+    t = cp.zeros(4)
+    scatter_add(t, cp.asarray([0, 2, 2]), cp.asarray([1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(asnumpy(t), [1.0, 0.0, 5.0, 0.0])
+
+
+# ----------------------------------------------------------------------------- counting
+
+
+def test_counts_launches_not_views(a):
+    with cp.counting() as c:
+        v = a.reshape(3, 1).T[:, 1:]  # views: no kernel
+        cp.lib.stride_tricks.as_strided(a, (2,), (8,))
+        cp.empty((100,))
+        assert c.ops == 0
+        y = a * 2  # 1
+        y += a  # 1
+        z = y.sum()  # 1
+        cp.zeros(3)  # 1: a memset
+        a[cp.asarray([0, 1])]  # 1 gather (+ 1 h2d for the index)
+        a[0:2] = v[0]  # 1 copy
+    assert (c.ops, c.syncs, c.h2d) == (6, 0, 1)
+    assert type(z) is cp.ndarray
+
+
+def test_counts_every_host_sync(a):
+    with cp.counting() as c:
+        bool(a[0] > 0)
+        int(a[0])
+        float(a.max())
+        a.max().item()
+        a.tolist()
+        a.get()
+        a[a > 1]  # boolean mask: its size is read back
+        cp.nonzero(a > 1)
+        cp.flatnonzero(a)
+        a[a > 1] = 0  # a masked write reads the count too
+        cp.repeat(a, cp.asarray([1, 2, 0]))  # data-dependent output size
+        range(cp.asarray(2))  # __index__
+    assert c.syncs == 12
+
+
+def test_counting_nests_and_traces(a):
+    with cp.counting(trace=True) as outer:
+        a + 1
+        with cp.counting() as inner:
+            a * 2
+            a * 3
+        float(a[0])
+    assert inner.ops == 2 and outer.ops == 3 and outer.syncs == 1
+    sites = dict(outer.top_sites("ops"))
+    assert len(sites) == 3 and all("test_cpupy.py" in s for s in sites)
+    assert sum(sites.values()) == 3
