@@ -114,9 +114,11 @@ class MaskRCNN(Module):
         self.roi_heads.hold_sampling = hold
 
     # ------------------------------------------------------------------ inference
-    def predict(self, images):
+    def predict(self, images, paste_masks: bool = True):
         """Detections per image at its original size: ``boxes`` (D, 4), ``labels`` (D,),
-        ``scores`` (D,), ``masks`` (D, H, W) probabilities (threshold at 0.5)."""
+        ``scores`` (D,), ``masks`` (D, H, W) probabilities (threshold at 0.5); with
+        ``paste_masks=False`` the masks stay (D, 1, M, M) maps over their boxes (see
+        ``GeneralizedRCNNTransform.postprocess``)."""
         was_training = self.training
         self.eval()
         try:
@@ -126,7 +128,8 @@ class MaskRCNN(Module):
             proposals, _ = self.rpn(batch.shape[-2:], image_sizes, features, None)
             detections, _ = self.roi_heads(features[: self.num_pooled_levels], proposals,
                                            image_sizes)
-            return self.transform.postprocess(detections, image_sizes, original_sizes)
+            return self.transform.postprocess(detections, image_sizes, original_sizes,
+                                              paste_masks)
         finally:
             self.train(was_training)
 

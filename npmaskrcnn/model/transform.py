@@ -308,7 +308,7 @@ class GeneralizedRCNNTransform(Module):
             batch[i, : im.shape[0], : im.shape[1], : im.shape[2]] = im
         return batch
 
-    def postprocess(self, detections, image_sizes, original_sizes):
+    def postprocess(self, detections, image_sizes, original_sizes, paste_masks: bool = True):
         """Bring detections from the resized images back to the original images.
 
         Args:
@@ -317,6 +317,10 @@ class GeneralizedRCNNTransform(Module):
                 ``keypoints`` (D, 17, 3); other keys are passed through.
             image_sizes: list of N (h, w) after the resize (from ``forward``).
             original_sizes: list of N (H0, W0) of the input images.
+            paste_masks: paste the masks into the images (default), or leave them as
+                (D, 1, M, M) maps over their boxes, for the caller to paste one at a
+                time with ``paste_masks_in_image`` (a large photo's D full-size masks
+                would not fit in memory at once).
         Returns:
             New dicts with boxes (D, 4) and keypoints in original pixels and masks
             pasted to (D, H0, W0) probabilities (torchvision keeps a channel axis,
@@ -331,7 +335,7 @@ class GeneralizedRCNNTransform(Module):
         for pred, size, original in zip(detections, image_sizes, original_sizes, strict=True):
             pred = dict(pred)
             pred["boxes"] = resize_boxes(pred["boxes"], size, original)
-            if "masks" in pred:
+            if "masks" in pred and paste_masks:
                 pred["masks"] = paste_masks_in_image(pred["masks"], pred["boxes"], original)
             if "keypoints" in pred:
                 pred["keypoints"] = resize_keypoints(pred["keypoints"], size, original)

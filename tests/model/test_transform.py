@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npmaskrcnn.backend import asnumpy
+from npmaskrcnn.model.postprocess import paste_masks_in_image
 from npmaskrcnn.model.transform import (
     GeneralizedRCNNTransform,
     resize_bilinear,
@@ -222,6 +223,12 @@ def test_postprocess_round_trip(xp):
         np.testing.assert_allclose(asnumpy(b["keypoints"]), asnumpy(tg["keypoints"]), atol=1e-4)
         assert b["masks"].shape == (3, h, w)
         assert "scores" in b
+    unpasted = t.postprocess(dets, sizes, originals, paste_masks=False)
+    for u, b, (h, w) in zip(unpasted, back, originals, strict=True):
+        assert u["masks"].shape == (3, 1, 28, 28)  # left over their boxes
+        np.testing.assert_array_equal(asnumpy(u["boxes"]), asnumpy(b["boxes"]))
+        one = paste_masks_in_image(u["masks"][1:2], u["boxes"][1:2], (h, w))  # one at a time
+        np.testing.assert_array_equal(asnumpy(one[0]), asnumpy(b["masks"][1]))
 
 
 def test_transform_and_postprocess_match_torchvision():
