@@ -93,6 +93,20 @@ def xp_for(name: str | None = None):
     raise BackendError(f"unknown backend {name!r}: choose one of {BACKENDS}")
 
 
+def on_device(xp) -> bool:
+    """The one backend choice of the fast engines: batch everything (True) or loop (False).
+
+    A CPU is fastest when each piece of work stays in its cache: the fast engines then
+    loop over small blocks (one RoI, a few MiB of convolution columns, 256 boxes of NMS),
+    each a quick BLAS call or vector pass. On a GPU every array operation is a kernel
+    launch costing microseconds however small, and every read of device data by the host
+    waits for the whole queue: the same work then goes in as few large, batched
+    operations, even at the price of padding or of a few values computed for nothing.
+    True for CuPy and for cpupy, its stand-in, so that cpupy counts the GPU's launches.
+    """
+    return xp is not np
+
+
 def backend_name(xp_or_array: Any) -> str:
     """``"numpy"``, ``"cupy"`` or ``"cpupy"``: the backend of an array module or array."""
     modules = (np, cpupy, sys.modules.get("cupy"))

@@ -22,11 +22,11 @@ def box_area(boxes):
     """Area of each box, ``(x2 - x1) * (y2 - y1)``, as ``torchvision.ops.box_area``.
 
     Args:
-        boxes: (N, 4), ``(x1, y1, x2, y2)``.
+        boxes: (..., 4), ``(x1, y1, x2, y2)``; usually (N, 4).
     Returns:
-        (N,) areas, in the dtype of ``boxes``.
+        (...) areas, in the dtype of ``boxes``.
     """
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
 def box_iou(a, b):
@@ -57,12 +57,32 @@ def box_table(boxes):
     gathering some boxes, ``table[:, idx]``, is a single indexing call.
 
     Args:
-        boxes: (N, 4) boxes.
+        boxes: (..., 4) boxes, usually (N, 4); a batch (B, N, 4) gives (5, B, N).
     Returns:
-        (5, N) table, in the dtype of ``boxes``.
+        (5, ...) table, in the dtype of ``boxes``.
     """
     xp = get_xp(boxes)
-    return xp.concatenate([boxes.T, box_area(boxes)[None, :]])  # (4, N) + (1, N) -> (5, N)
+    # (..., 4) -> (4, ...) and the areas (1, ...) -> (5, ...)
+    return xp.concatenate([xp.moveaxis(boxes, -1, 0), box_area(boxes)[None]])
+
+
+def iou_exceeds(iou, iou_threshold):
+    """``iou > iou_threshold`` with the threshold taken as a double, as torchvision's NMS.
+
+    torchvision's kernel compares a float IoU with a double threshold. Comparing a
+    float32 array with a Python float would instead round the threshold to float32,
+    which can round *up* (0.3 -> 0.30000001) and spare a box at IoU == float32(0.3).
+    For a float IoU, ``iou > t`` (exact) is the same as ``iou > t_down`` with
+    ``t_down`` the largest value of the IoU's dtype that is ``<= t``; that value is
+    computed once here, on the host, so the comparison itself stays in the IoU's dtype.
+    """
+    t = float(iou_threshold)
+    if iou.dtype.kind != "f":
+        return iou > t
+    t_down = iou.dtype.type(t)
+    if float(t_down) > t:
+        t_down = np.nextafter(t_down, iou.dtype.type(-np.inf))
+    return iou > t_down
 
 
 def table_iou(a, b):

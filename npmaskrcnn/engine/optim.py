@@ -1,4 +1,4 @@
-"""SGD with momentum and weight decay, exactly as ``torch.optim.SGD``.
+"""SGD with momentum and weight decay, exactly as ``torch.optim.SGD``, on one flat buffer.
 
 For each parameter p with gradient g (dampening 0, no Nesterov)::
 
@@ -7,29 +7,40 @@ For each parameter p with gradient g (dampening 0, no Nesterov)::
     buf = momentum * buf + g (later steps)
     p   = p - lr * buf
 
-Parameters are given in *groups* so that norms and biases can have weight decay
-0 (the usual detection recipe). ``step`` updates the arrays in place, so the
-module's ``params`` dict keeps pointing at the same arrays.
+The update is elementwise, so it does not care where one parameter ends and the next
+begins. ``SGD`` therefore moves every trainable parameter into one flat buffer and leaves
+in each module's ``params`` a *view* of its slice (likewise the gradients): the module
+computes and accumulates exactly as before, and a step is a handful of whole-buffer
+operations instead of a few per parameter -- on a GPU, a handful of kernel launches
+instead of hundreds ("multi-tensor" optimisers such as ``torch.optim.SGD(foreach=True)``
+and Apex's fused SGD do the same). Parameters are laid out by *group* (norms and biases
+get weight decay 0, the usual detection recipe), each group one contiguous range.
+
+Build the optimiser after the model is on its final backend and dtype (``Module.to``
+replaces the arrays, which would no longer be views of the buffer).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..backend import asnumpy, get_xp
 
 
 @dataclass
 class ParamGroup:
-    """A set of parameters sharing hyperparameters; ``lr`` is scaled by schedules."""
+    """A set of parameters sharing hyperparameters: the range [start, stop) of the buffer."""
 
     names: list[str]
-    params: list
-    grads: list
+    start: int
+    stop: int
     lr: float
     momentum: float = 0.9
     weight_decay: float = 0.0
-    buffers: list = field(default_factory=list)
+    shapes: list = field(default_factory=list)  # each parameter's shape, in ``names`` order
 
 
 def split_decay_groups(module, no_decay_ndim: int = 1):
@@ -44,11 +55,48 @@ def split_decay_groups(module, no_decay_ndim: int = 1):
     return decay, no_decay
 
 
+def flatten_parameters(module, names: list[str]):
+    """Move the named trainable parameters (and gradients) into two flat buffers.
+
+    Each ``params[key]`` / ``grads[key]`` of the owning module becomes a view
+    ``buffer[start:stop].reshape(shape)`` of the new buffers, in the order of ``names``;
+    values are copied. The root module remembers the gradient buffer, so that
+    ``zero_grad`` clears it in one operation.
+
+    Returns:
+        (flat_params, flat_grads), each (P,) with P the total number of elements.
+    Raises:
+        ValueError: the parameters do not share one dtype and backend.
+    """
+    owners = {n: (m, k) for n, m, k in module.named_parameters(trainable_only=True)}
+    arrays = [owners[n][0].params[owners[n][1]] for n in names]
+    if len({(a.dtype, type(a)) for a in arrays}) > 1:
+        raise ValueError("SGD: every trainable parameter must share one dtype and backend; "
+                         f"found {sorted({(str(a.dtype), type(a).__name__) for a in arrays})}")
+    xp = get_xp(*arrays)
+    dtype = arrays[0].dtype if arrays else np.float32
+    total = sum(int(a.size) for a in arrays)
+    flat_params = xp.empty((total,), dtype=dtype)
+    flat_grads = xp.zeros((total,), dtype=dtype)
+    start = 0
+    for name, a in zip(names, arrays):
+        m, k = owners[name]
+        stop = start + int(a.size)
+        flat_params[start:stop] = a.reshape(-1)
+        m.params[k] = flat_params[start:stop].reshape(a.shape)
+        m.grads[k] = flat_grads[start:stop].reshape(a.shape)
+        m._flat_keys = m._flat_keys | {k}
+        start = stop
+    module._flat_grads = flat_grads
+    return flat_params, flat_grads
+
+
 class SGD:
     """``torch.optim.SGD(params, lr, momentum, weight_decay)`` over Module parameters.
 
     Args:
-        module: the model; its trainable parameters and gradients are used.
+        module: the model; its trainable parameters and gradients are used (and moved
+            into one flat buffer, see the module docstring).
         lr: base learning rate.
         momentum: momentum factor (0 disables the buffer).
         weight_decay: L2 factor for parameters of ndim >= 2.
@@ -57,16 +105,20 @@ class SGD:
 
     def __init__(self, module, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                  norm_weight_decay: float = 0.0):
-        params = module.parameters(trainable_only=True)
-        grads = module.gradients(trainable_only=True)
         decay, no_decay = split_decay_groups(module)
+        self.params, self.grads = flatten_parameters(module, decay + no_decay)
+        shapes = dict((n, tuple(p.shape))
+                      for n, p in module.parameters(trainable_only=True).items())
         self.groups: list[ParamGroup] = []
+        start = 0
         for names, wd in ((decay, weight_decay), (no_decay, norm_weight_decay)):
             if names:
-                self.groups.append(ParamGroup(
-                    names=names, params=[params[n] for n in names],
-                    grads=[grads[n] for n in names], lr=lr, momentum=momentum,
-                    weight_decay=wd, buffers=[None] * len(names)))
+                stop = start + sum(math.prod(shapes[n]) for n in names)
+                self.groups.append(ParamGroup(names=names, start=start, stop=stop, lr=lr,
+                                              momentum=momentum, weight_decay=wd,
+                                              shapes=[shapes[n] for n in names]))
+                start = stop
+        self.momentum_buffer = None  # (P,), created by the first step, as torch's
         self.base_lr = lr
 
     def set_lr(self, lr: float) -> None:
@@ -74,33 +126,66 @@ class SGD:
             g.lr = lr
 
     def step(self) -> None:
+        """One update of every parameter: a few operations per group on its range."""
+        first = self.momentum_buffer is None
+        if first and any(g.momentum for g in self.groups):
+            self.momentum_buffer = get_xp(self.params).zeros_like(self.params)
         for group in self.groups:
-            for i, (p, g) in enumerate(zip(group.params, group.grads)):
-                d = g + group.weight_decay * p if group.weight_decay else g
-                if group.momentum:
-                    buf = group.buffers[i]
-                    if buf is None:
-                        buf = group.buffers[i] = d.copy()
-                    else:
-                        buf *= group.momentum
-                        buf += d
-                    d = buf
-                p -= group.lr * d
+            p = self.params[group.start:group.stop]
+            d = self.grads[group.start:group.stop]
+            if group.weight_decay:
+                d = d + group.weight_decay * p
+            if group.momentum:
+                buf = self.momentum_buffer[group.start:group.stop]
+                if first:
+                    buf[...] = d
+                else:
+                    buf *= group.momentum
+                    buf += d
+                d = buf
+            p -= group.lr * d
+
+    def clip_grad_norm(self, max_norm: float):
+        """Scale all gradients so that their global L2 norm is at most ``max_norm``.
+
+        As ``torch.nn.utils.clip_grad_norm_``: ``g *= min(1, max_norm / (norm + 1e-6))``.
+        Computed on the device without reading the norm back (no host sync).
+
+        Returns:
+            the norm before clipping, a 0-d array of the gradients' backend.
+        """
+        xp = get_xp(self.grads)
+        norm = xp.sqrt((self.grads.astype(np.float64) ** 2).sum())
+        self.grads *= xp.minimum(max_norm / (norm + 1e-6), 1.0).astype(self.grads.dtype)
+        return norm
 
     def state_dict(self) -> dict:
-        """Momentum buffers (as NumPy arrays, None before the first step) and lrs."""
-        return {
-            "lr": [g.lr for g in self.groups],
-            "buffers": {
-                n: (None if b is None else asnumpy(b))
-                for g in self.groups for n, b in zip(g.names, g.buffers)
-            },
-        }
+        """Momentum buffers per parameter name (NumPy arrays, None before the first
+        step) and the groups' learning rates."""
+        host = None if self.momentum_buffer is None else asnumpy(self.momentum_buffer)
+        buffers = {}
+        for g in self.groups:
+            offset = g.start
+            for name, shape in zip(g.names, g.shapes):
+                size = math.prod(shape)
+                buffers[name] = None if host is None else host[offset:offset + size].reshape(
+                    shape).copy()
+                offset += size
+        return {"lr": [g.lr for g in self.groups], "buffers": buffers}
 
     def load_state_dict(self, state: dict) -> None:
         for g, lr in zip(self.groups, state["lr"]):
             g.lr = lr
+        saved = state["buffers"]
+        if all(saved.get(n) is None for g in self.groups for n in g.names):
+            self.momentum_buffer = None
+            return
+        host = np.zeros(self.params.shape, dtype=self.params.dtype)
         for g in self.groups:
-            for i, n in enumerate(g.names):
-                b = state["buffers"].get(n)
-                g.buffers[i] = None if b is None else get_xp(g.params[i]).asarray(b).copy()
+            offset = g.start
+            for name, shape in zip(g.names, g.shapes):
+                size = math.prod(shape)
+                if saved.get(name) is not None:
+                    host[offset:offset + size] = np.asarray(saved[name]).reshape(-1)
+                offset += size
+        self.momentum_buffer = get_xp(self.params).asarray(host)

@@ -42,6 +42,8 @@ class Module:
         self.training = True
         self.requires_grad = True  # False: frozen (no grads accumulated, not optimised)
         self._caches: list = []
+        self._flat_keys: frozenset = frozenset()  # grads that are views of a flat buffer
+        self._flat_grads = None  # on the root: that buffer (set by ``optim.SGD``)
 
     # ----------------------------------------------------------------- structure
     def __setattr__(self, name, value):
@@ -105,9 +107,20 @@ class Module:
         return self
 
     def zero_grad(self) -> None:
+        """Zero every trainable gradient and drop the forward caches.
+
+        Gradients that are views of the optimiser's flat buffer (``optim.SGD``) are
+        cleared with the buffer, in one operation; frozen modules accumulate nothing,
+        so their gradients are still zero.
+        """
+        flat = self._flat_grads
+        if flat is not None:
+            flat[...] = 0
         for _, m in self.modules():
-            for g in m.grads.values():
-                g[...] = 0
+            if m.requires_grad:
+                for k, g in m.grads.items():
+                    if flat is None or k not in m._flat_keys:
+                        g[...] = 0
             m._caches.clear()
 
     def accumulate(self, name: str, grad) -> None:

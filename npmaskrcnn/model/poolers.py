@@ -24,9 +24,10 @@ import numpy as np
 
 from ..backend import get_xp
 from ..layers.module import Module
-from ..layers.roi_align import roi_align_backward, roi_align_forward
+from ..layers.roi_align import roi_align_levels_backward, roi_align_levels_forward
 from ..layers.roi_pool import roi_pool_backward, roi_pool_forward
 from ..layers.roi_warp import roi_warp_backward, roi_warp_forward
+from ..layers.sizes import as_pair
 
 OPS = ("align", "pool", "warp")
 
@@ -94,17 +95,12 @@ class MultiScaleRoIPooler(Module):
         self.k_max = round(-math.log2(self.scales[-1]))  # 5 for stride 32
 
     def _pool(self, feature, rois, scale):
-        if self.op == "align":
-            return roi_align_forward(feature, rois, self.output_size, scale,
-                                     self.sampling_ratio, self.aligned, self.aggregation)
         if self.op == "pool":
             return roi_pool_forward(feature, rois, self.output_size, scale)
         return roi_warp_forward(feature, rois, self.output_size, scale,
                                 self.sampling_ratio, self.aggregation)
 
     def _unpool(self, dout, cache):
-        if self.op == "align":
-            return roi_align_backward(dout, cache)
         if self.op == "pool":
             return roi_pool_backward(dout, cache)
         return roi_warp_backward(dout, cache)
@@ -128,11 +124,16 @@ class MultiScaleRoIPooler(Module):
         """
         if len(features) != len(self.scales):
             raise ValueError(f"got {len(features)} feature maps for {len(self.scales)} scales")
-        xp = get_xp(rois, *features)
-        PH, PW = self.output_size if isinstance(self.output_size, (tuple, list)) else (
-            self.output_size, self.output_size)
-        out = xp.zeros((rois.shape[0], features[0].shape[1], PH, PW), dtype=features[0].dtype)
         levels = self.levels(rois)
+        if self.op == "align":  # every level in one call (one launch set on a GPU)
+            out, cache = roi_align_levels_forward(features, rois, levels, self.scales,
+                                                  self.output_size, self.sampling_ratio,
+                                                  self.aligned, self.aggregation)
+            self.push(cache)
+            return out
+        xp = get_xp(rois, *features)
+        PH, PW = as_pair(self.output_size)
+        out = xp.zeros((rois.shape[0], features[0].shape[1], PH, PW), dtype=features[0].dtype)
         caches = []
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             idx = xp.nonzero(levels == level)[0]  # (R_l,) the RoIs of this level
@@ -153,6 +154,8 @@ class MultiScaleRoIPooler(Module):
             L arrays dfeatures (N, C, H_l, W_l): each RoI's gradient in its own level.
         """
         cache = self.pop()
+        if self.op == "align":
+            return roi_align_levels_backward(dout, cache)
         xp = get_xp(dout)
         dfeatures = []
         for shape, entry in zip(cache.shapes, cache.levels):

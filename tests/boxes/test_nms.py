@@ -1,4 +1,4 @@
-"""Tests for npmaskrcnn/boxes/nms.py: nms_naive, nms, batched_nms."""
+"""Tests for npmaskrcnn/boxes/nms.py and nms_fast.py: the greedy loops and the engine."""
 
 import importlib
 
@@ -8,10 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npmaskrcnn.backend import asnumpy
-from npmaskrcnn.boxes.nms import batched_nms, nms, nms_naive
+from npmaskrcnn.boxes.nms import batched_nms, batched_nms_naive, nms, nms_naive, nms_padded
 
-# the module itself (the package's attribute `nms` is the function)
-nms_module = importlib.import_module("npmaskrcnn.boxes.nms")
+nms_module = importlib.import_module("npmaskrcnn.boxes.nms_fast")  # the engine
 
 BOTH = [nms, nms_naive]
 
@@ -244,3 +243,45 @@ def test_torchvision_parity_large(iou_threshold):
     np.testing.assert_array_equal(
         batched_nms(boxes[small], scores[small], idxs[small], iou_threshold),
         torchvision.ops.batched_nms(tb[small], ts[small], ti[small], iou_threshold).numpy())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_batched_naive_is_the_per_group_loop(xp, seed):
+    rng = np.random.default_rng(seed)
+    boxes = np.concatenate([uniform_boxes(rng, 60), clustered_boxes(rng, 4, 10)])
+    scores = np.round(rng.random(len(boxes)), 1)  # ties
+    idxs = rng.integers(0, 4, len(boxes))
+    got = batched_nms_naive(xp.asarray(boxes), xp.asarray(scores), xp.asarray(idxs), 0.5)
+    np.testing.assert_array_equal(asnumpy(got), per_group_reference(boxes, scores, idxs, 0.5))
+
+
+def test_padded_problems_equal_nms_of_each(xp):
+    """nms_padded: B independent problems with ragged valid rows, padding never kept."""
+    rng = np.random.default_rng(3)
+    B, m = 4, 90
+    boxes = np.stack([clustered_boxes(rng, 3, 30) for _ in range(B)]).astype(np.float32)
+    scores = np.round(rng.random((B, m)), 2).astype(np.float32)
+    valid = rng.random((B, m)) < 0.8
+    valid[2] = False  # a problem with no box at all
+    keep = asnumpy(nms_padded(xp.asarray(boxes), xp.asarray(scores), xp.asarray(valid), 0.5))
+    assert keep.shape == (B, m) and not keep[~valid].any()
+    for b in range(B):
+        members = np.flatnonzero(valid[b])
+        want = np.zeros(m, bool)
+        want[members[nms_naive(boxes[b, members], scores[b, members], 0.5)]] = True
+        np.testing.assert_array_equal(keep[b], want)
+
+
+def test_device_engine_needs_few_launches_and_syncs():
+    """On a GPU (counted on the cpupy stand-in) NMS of 2000 clustered boxes is a handful
+    of batched launches and a sync per few fixed-point rounds, not one per block."""
+    from npmaskrcnn import cpupy
+
+    rng = np.random.default_rng(0)
+    boxes = cpupy.asarray(clustered_boxes(rng, 50, 40).astype(np.float32))
+    scores = cpupy.asarray(rng.random(2000).astype(np.float32))
+    with cpupy.counting() as c:
+        keep = nms(boxes, scores, 0.5)
+    print("nms of 2000 boxes on the device engine:", c.as_dict())
+    assert c.ops <= 60 and c.syncs <= 4
+    np.testing.assert_array_equal(asnumpy(keep), nms_naive(asnumpy(boxes), asnumpy(scores), 0.5))

@@ -6,12 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npmaskrcnn.backend import asnumpy
-from npmaskrcnn.layers.bilinear import (
-    bilinear_corners,
-    bilinear_interpolate,
-    interpolation_matrix,
-    linear_weights_1d,
-)
+from npmaskrcnn.layers.bilinear import bilinear_corners, bilinear_interpolate, linear_weights_1d
+from npmaskrcnn.layers.roi_align_separable import interpolation_matrix
 
 
 def test_bilinear_corners_follow_torchvision_rules():

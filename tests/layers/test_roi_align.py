@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from npmaskrcnn.backend import asnumpy
 from npmaskrcnn.gradcheck import check_layer, rel_error
-from npmaskrcnn.layers import bilinear
+from npmaskrcnn.layers import roi_align_fast
 from npmaskrcnn.layers.roi_align import (
     roi_align_backward,
     roi_align_forward,
@@ -101,19 +101,20 @@ def test_fast_matches_naive(xp, aligned, ratio, agg, seed):
 
 
 @pytest.mark.parametrize("agg", ["avg", "max"])
-def test_batched_path_matches_per_roi_path(monkeypatch, agg):
-    """The GPU's padded RoI batches (scatter_add backward), run on NumPy in small chunks."""
+def test_gpu_engine_matches_cpu_engine(monkeypatch, agg):
+    """The GPU engine (one gather, scatter_add backward; roi_align_gather.py), run on
+    NumPy, computes the CPU engine's numbers, adaptive grids and special RoIs included."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 9, 11))
     rois = np.concatenate([random_rois(rng, 9, 2, 40.0), special_rois()])
     out, cache = roi_align_forward(x, rois, (2, 3), 0.25, -1, False, agg)
     dout = rng.standard_normal(out.shape)
     dx = roi_align_backward(dout, cache)
-    monkeypatch.setattr(bilinear, "one_roi_at_a_time", lambda xp: False)
-    monkeypatch.setattr(bilinear, "_GPU_CHUNK_ELEMENTS", 3000)  # several RoIs per step
-    out_b, cache_b = roi_align_forward(x, rois, (2, 3), 0.25, -1, False, agg)
-    assert rel_error(out_b, out) < 1e-12
-    assert rel_error(roi_align_backward(dout, cache_b), dx) < 1e-12
+    monkeypatch.setattr(roi_align_fast, "on_device", lambda xp: True)
+    out_g, cache_g = roi_align_forward(x, rois, (2, 3), 0.25, -1, False, agg)
+    assert type(cache_g.plan).__name__ == "GatherCache"
+    assert rel_error(out_g, out) < 1e-12
+    assert rel_error(roi_align_backward(dout, cache_g), dx) < 1e-12
 
 
 @pytest.mark.parametrize("aligned,ratio,agg", [(False, 2, "avg"), (True, -1, "avg"),
