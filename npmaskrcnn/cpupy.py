@@ -25,7 +25,11 @@ boundary, like ``cupy.ndarray`` (the idea of GPAW's NumPy-backed ``cpupy``):
 
 The counts are deterministic, so a test can assert a budget and a benchmark can report
 where the launches come from (``counting(trace=True)``). One op is about one CuPy kernel
-launch: a fused CuPy routine may take two or three, and an op here is never free.
+launch. Where CuPy is known to launch more, the count follows it: ``concatenate`` and
+``stack`` copy each input with its own launch unless they join many small arrays (one
+kernel then), and ``take_along_axis`` / ``put_along_axis`` build an index per axis. A few
+library routines that take two or three kernels in CuPy (``argsort``, ``cumsum``, a
+reduction with several axes) count as one: the counts are a floor, never free.
 
 Only functions that CuPy also has are provided (``FUNCTIONS``; a test checks them
 against the installed CuPy): a NumPy-only function fails here as it would on a GPU.
@@ -442,8 +446,8 @@ FUNCTIONS = frozenset("""
     isin isinf isnan kron less less_equal linspace log log10 log1p log2 logaddexp
     logical_and logical_not logical_or logical_xor matmul max maximum mean median meshgrid
     min minimum mod moveaxis multiply negative nextafter not_equal ones ones_like outer pad
-    positive power prod ptp ravel reciprocal remainder repeat reshape rint roll rollaxis
-    round searchsorted sign sin sinh sort split sqrt square squeeze stack std subtract sum
+    positive power prod ptp put_along_axis ravel reciprocal remainder repeat reshape rint roll
+    rollaxis round searchsorted sign sin sinh sort split sqrt square squeeze stack std subtract sum
     swapaxes take take_along_axis tan tanh tensordot tile trace transpose tril triu
     true_divide trunc var vstack where zeros zeros_like
 """.split())
@@ -474,11 +478,41 @@ def _data_dependent(name, args, kwargs) -> int:
     return 0
 
 
+# Functions that write into an argument and return None: one op each.
+IN_PLACE = frozenset("copyto put_along_axis".split())
+
+
+# Functions CuPy composes from one launch per axis (an ``arange`` for every axis but one,
+# then the gather or scatter): counted as ``a.ndim`` ops.
+PER_AXIS = frozenset("take_along_axis put_along_axis".split())
+
+
+# Joining functions: CuPy copies each input with its own launch, except for more than 8
+# same-dtype inputs of under 2 MiB on average, which one kernel copies together.
+JOINING = frozenset("concatenate stack hstack vstack".split())
+
+
+def _join_launches(arrays) -> int:
+    """Launches of ``cupy.concatenate`` (``_routines_manipulation._concatenate``)."""
+    arrays = [a for a in arrays if type(a) is ndarray]
+    if len(arrays) > 8 and len({a.dtype for a in arrays}) == 1:
+        if sum(a.nbytes for a in arrays) < (2 << 20) * len(arrays):
+            return 1
+    return max(len(arrays), 1)
+
+
 def _make(name):
     func = getattr(np, name)
 
     def wrapper(*args, **kwargs):
-        return _call(func, args, kwargs, _data_dependent(name, args, kwargs))
+        r = _call(func, args, kwargs, _data_dependent(name, args, kwargs))
+        if name in IN_PLACE:
+            _count("ops")
+        if name in PER_AXIS:
+            _count("ops", args[0].ndim - 1)
+        if name in JOINING:
+            _count("ops", _join_launches(args[0]) - 1)
+        return r
 
     wrapper.__name__ = name
     wrapper.__doc__ = f"``numpy.{name}`` on device arrays (counted)."

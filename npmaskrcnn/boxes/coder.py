@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..backend import get_xp
 
 # torchvision's default clamp on decoded dw, dh: a box grows at most 1000/16 = 62.5x
@@ -41,72 +43,73 @@ class BoxCoder:
     def __init__(self, weights=(1.0, 1.0, 1.0, 1.0), bbox_xform_clip=BBOX_XFORM_CLIP):
         self.weights = tuple(float(w) for w in weights)
         self.bbox_xform_clip = float(bbox_xform_clip)
+        self._pairs = {}  # (dtype, backend) -> the weights as two device pairs
+
+    def _weights(self, dtype, xp):
+        """The weights as two device pairs ``(wx, wy)``, ``(ww, wh)`` of ``dtype``, made
+        once per dtype and backend: the x and y halves of the formulas go together."""
+        key = (np.dtype(dtype).str, xp.__name__)
+        if key not in self._pairs:
+            w = np.asarray(self.weights, dtype=dtype)
+            self._pairs[key] = (xp.asarray(w[:2]), xp.asarray(w[2:]))
+        return self._pairs[key]
 
     def encode(self, reference_boxes, proposals):
         """Deltas that move each proposal onto its reference box.
 
+        The x and y halves are computed together: a box ``(x1, y1, x2, y2)`` is read as
+        the two points ``[[x1, y1], [x2, y2]]``, so ``wh = p2 - p1`` and
+        ``ctr = p1 + wh / 2`` are pairs, and each line below is one array operation.
+
         Args:
-            reference_boxes: (R, 4) target boxes (the matched ground truth).
-            proposals: (R, 4) boxes the deltas are relative to (anchors or proposals).
+            reference_boxes: (..., 4) target boxes (the matched ground truth), e.g. (R, 4)
+                or a batch (N, R, 4).
+            proposals: (..., 4) boxes the deltas are relative to (anchors or proposals),
+                broadcastable against ``reference_boxes``.
         Returns:
-            (R, 4) deltas ``(dx, dy, dw, dh)``, in the dtype of ``reference_boxes``.
+            (..., 4) deltas ``(dx, dy, dw, dh)``, in the dtype of ``reference_boxes``.
         """
         xp = get_xp(reference_boxes, proposals)
-        wx, wy, ww, wh = self.weights
-        proposals = proposals.astype(reference_boxes.dtype, copy=False)
-
-        ex_widths = proposals[:, 2] - proposals[:, 0]
-        ex_heights = proposals[:, 3] - proposals[:, 1]
-        ex_ctr_x = proposals[:, 0] + 0.5 * ex_widths
-        ex_ctr_y = proposals[:, 1] + 0.5 * ex_heights
-
-        gt_widths = reference_boxes[:, 2] - reference_boxes[:, 0]
-        gt_heights = reference_boxes[:, 3] - reference_boxes[:, 1]
-        gt_ctr_x = reference_boxes[:, 0] + 0.5 * gt_widths
-        gt_ctr_y = reference_boxes[:, 1] + 0.5 * gt_heights
-
-        dx = wx * (gt_ctr_x - ex_ctr_x) / ex_widths
-        dy = wy * (gt_ctr_y - ex_ctr_y) / ex_heights
-        dw = ww * xp.log(gt_widths / ex_widths)
-        dh = wh * xp.log(gt_heights / ex_heights)
-        return xp.stack([dx, dy, dw, dh], axis=1)  # 4 x (R,) -> (R, 4)
+        w_ctr, w_wh = self._weights(reference_boxes.dtype, xp)
+        ex = proposals.astype(reference_boxes.dtype, copy=False)
+        ex = ex.reshape(ex.shape[:-1] + (2, 2))  # (..., 4) -> (..., 2 points, (x, y))
+        gt = reference_boxes.reshape(reference_boxes.shape[:-1] + (2, 2))
+        ex_wh = ex[..., 1, :] - ex[..., 0, :]  # (widths, heights)
+        ex_ctr = ex[..., 0, :] + 0.5 * ex_wh  # centres
+        gt_wh = gt[..., 1, :] - gt[..., 0, :]
+        gt_ctr = gt[..., 0, :] + 0.5 * gt_wh
+        d_ctr = w_ctr * (gt_ctr - ex_ctr) / ex_wh  # (dx, dy)
+        d_wh = w_wh * xp.log(gt_wh / ex_wh)  # (dw, dh)
+        return xp.concatenate([d_ctr, d_wh], axis=-1)  # (..., 4)
 
     def decode(self, rel_codes, boxes):
         """Apply deltas to reference boxes (one or several boxes per reference).
 
         ``x1 = cx - w/2``, ``x2 = cx + w/2`` (likewise y) with
-        ``cx = dx/wx * pw + px`` and ``w = exp(min(dw/ww, clip)) * pw``.
+        ``cx = dx/wx * pw + px`` and ``w = exp(min(dw/ww, clip)) * pw``; the x and y
+        halves together, as in ``encode``.
 
         Args:
-            rel_codes: (R, 4*k) deltas; column block ``c`` holds ``(dx, dy, dw, dh)`` of
-                class (or anchor) ``c``.
-            boxes: (R, 4) reference boxes; cast to the dtype of ``rel_codes``.
+            rel_codes: (..., 4*k) deltas; column block ``c`` holds ``(dx, dy, dw, dh)`` of
+                class (or anchor) ``c``; e.g. (R, 4K) or a batch (N, A, 4).
+            boxes: (..., 4) reference boxes, broadcastable against ``rel_codes``'s leading
+                axes; cast to the dtype of ``rel_codes``.
         Returns:
-            (R, 4*k) decoded boxes, block ``c`` being ``(x1, y1, x2, y2)`` for delta
+            (..., 4*k) decoded boxes, block ``c`` being ``(x1, y1, x2, y2)`` for delta
             block ``c``.
         """
         xp = get_xp(rel_codes, boxes)
+        w_ctr, w_wh = self._weights(rel_codes.dtype, xp)
         boxes = boxes.astype(rel_codes.dtype, copy=False)
-        wx, wy, ww, wh = self.weights
-
-        widths = (boxes[:, 2] - boxes[:, 0])[:, None]  # (R, 1), broadcast over the k blocks
-        heights = (boxes[:, 3] - boxes[:, 1])[:, None]
-        ctr_x = boxes[:, 0:1] + 0.5 * widths
-        ctr_y = boxes[:, 1:2] + 0.5 * heights
-
-        dx = rel_codes[:, 0::4] / wx  # (R, k) each
-        dy = rel_codes[:, 1::4] / wy
+        b = boxes.reshape(boxes.shape[:-1] + (1, 2, 2))  # (..., 1 block, 2 points, (x, y))
+        k = rel_codes.shape[-1] // 4
+        codes = rel_codes.reshape(rel_codes.shape[:-1] + (k, 2, 2))  # (..., k, 2, 2)
+        wh = b[..., 1, :] - b[..., 0, :]  # (..., 1, 2), broadcast over the k blocks
+        ctr = b[..., 0, :] + 0.5 * wh
+        d_ctr = codes[..., 0, :] / w_ctr  # (..., k, 2)
         # the clamp keeps exp() finite for wild predictions early in training
-        dw = xp.minimum(rel_codes[:, 2::4] / ww, self.bbox_xform_clip)
-        dh = xp.minimum(rel_codes[:, 3::4] / wh, self.bbox_xform_clip)
-
-        pred_ctr_x = dx * widths + ctr_x
-        pred_ctr_y = dy * heights + ctr_y
-        half_w = 0.5 * (xp.exp(dw) * widths)
-        half_h = 0.5 * (xp.exp(dh) * heights)
-
-        pred = xp.stack(
-            [pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h],
-            axis=2,
-        )  # (R, k, 4)
-        return pred.reshape(rel_codes.shape)  # (R, k, 4) -> (R, 4*k)
+        d_wh = xp.minimum(codes[..., 1, :] / w_wh, self.bbox_xform_clip)
+        pred_ctr = d_ctr * wh + ctr
+        half = 0.5 * (xp.exp(d_wh) * wh)
+        pred = xp.concatenate([pred_ctr - half, pred_ctr + half], axis=-1)  # (..., k, 4)
+        return pred.reshape(rel_codes.shape)  # (..., k, 4) -> (..., 4*k)

@@ -48,61 +48,65 @@ class Matcher:
         self.low_threshold = float(low_threshold)
         self.allow_low_quality_matches = allow_low_quality_matches
 
-    def __call__(self, match_quality_matrix):
+    def __call__(self, match_quality_matrix, valid_gt=None):
         """Best ground truth for each prediction, or a negative code.
 
         Args:
             match_quality_matrix: (G, P) quality of each (gt, prediction) pair, e.g.
-                ``box_iou(gt_boxes, anchors)``.
+                ``box_iou(gt_boxes, anchors)``; or a batch (N, G, P), one image each.
+            valid_gt: optional (G,) or (N, G) bool: which gt rows are real (padded
+                batches, crowd regions); the others never match.
         Returns:
-            matched_idxs: (P,) int64; a gt index in ``[0, G)``, ``BELOW_LOW_THRESHOLD``
-            or ``BETWEEN_THRESHOLDS``. Ties in a column go to the lowest gt index
-            (``argmax``, as torch's ``max(dim=0)``).
-
+            matched_idxs: (P,) or (N, P) int64; a gt index in ``[0, G)``,
+            ``BELOW_LOW_THRESHOLD`` or ``BETWEEN_THRESHOLDS``. Ties in a column go to
+            the lowest gt index (``argmax``, as torch's ``max(dim=0)``).
             With no predictions (P == 0) the result is empty. With no ground truth
-            (G == 0) every prediction is ``BELOW_LOW_THRESHOLD`` (background):
-            torchvision raises there in training, but an image without objects is a
-            valid negative example.
+            (G == 0, or no valid row) every prediction is ``BELOW_LOW_THRESHOLD``
+            (background): torchvision raises there in training, but an image without
+            objects is a valid negative example.
         """
         xp = get_xp(match_quality_matrix)
-        num_gt, num_pred = match_quality_matrix.shape
-        if num_gt == 0:
-            return xp.full((num_pred,), BELOW_LOW_THRESHOLD, dtype=np.int64)
-        if num_pred == 0:
-            return xp.zeros((0,), dtype=np.int64)
-
-        # best gt for each prediction: (G, P) -> (P,)
-        all_matches = xp.argmax(match_quality_matrix, axis=0).astype(np.int64)
-        matched_vals = xp.max(match_quality_matrix, axis=0)
-
-        matches = all_matches.copy()
-        matches[matched_vals < self.low_threshold] = BELOW_LOW_THRESHOLD
-        between = (matched_vals >= self.low_threshold) & (matched_vals < self.high_threshold)
-        matches[between] = BETWEEN_THRESHOLDS
-
+        quality = match_quality_matrix
+        num_gt = quality.shape[-2]
+        if num_gt == 0 or quality.shape[-1] == 0:
+            return xp.full(quality.shape[:-2] + quality.shape[-1:], BELOW_LOW_THRESHOLD,
+                           dtype=np.int64)
+        if valid_gt is not None:  # a padded gt row has quality -1: below every real one
+            quality = xp.where(valid_gt[..., None], quality, -1)
+        # best gt for each prediction: (..., G, P) -> (..., P)
+        all_matches = xp.argmax(quality, axis=-2).astype(np.int64)
+        matched_vals = xp.max(quality, axis=-2)
+        # thresholds: below low -> background, between -> ignored, else the best gt
+        matches = xp.where(matched_vals < self.high_threshold, BETWEEN_THRESHOLDS,
+                           all_matches)
+        matches = xp.where(matched_vals < self.low_threshold, BELOW_LOW_THRESHOLD, matches)
         if self.allow_low_quality_matches:
-            matches = self._restore_low_quality_matches(matches, all_matches,
-                                                        match_quality_matrix)
+            matches = self._restore_low_quality_matches(matches, all_matches, quality,
+                                                        valid_gt)
         return matches
 
     @staticmethod
-    def _restore_low_quality_matches(matches, all_matches, match_quality_matrix):
+    def _restore_low_quality_matches(matches, all_matches, match_quality_matrix,
+                                     valid_gt=None):
         """Give back their best gt to the predictions some gt overlaps most.
 
         For each gt ``g`` let ``m_g = max_p Q[g, p]``; every prediction ``p`` with
-        ``Q[g, p] == m_g`` for some ``g`` gets ``all_matches[p]`` -- its own best gt,
-        which may be another gt than ``g`` (torchvision's ``set_low_quality_matches_``).
+        ``Q[g, p] == m_g`` for some valid ``g`` gets ``all_matches[p]`` -- its own best
+        gt, which may be another gt than ``g`` (torchvision's
+        ``set_low_quality_matches_``).
 
         Args:
-            matches: (P,) int64 after thresholding.
-            all_matches: (P,) int64 argmax over gt, before thresholding.
-            match_quality_matrix: (G, P).
+            matches: (..., P) int64 after thresholding.
+            all_matches: (..., P) int64 argmax over gt, before thresholding.
+            match_quality_matrix: (..., G, P).
+            valid_gt: (..., G) bool or None (all valid).
         Returns:
-            (P,) int64 matches with those predictions restored.
+            (..., P) int64 matches with those predictions restored.
         """
         xp = get_xp(match_quality_matrix)
-        highest_quality_foreach_gt = xp.max(match_quality_matrix, axis=1)  # (G,)
-        # (G, P) -> (P,): does any gt have this prediction among its best (ties kept)?
-        is_best_for_some_gt = xp.any(
-            match_quality_matrix == highest_quality_foreach_gt[:, None], axis=0)
-        return xp.where(is_best_for_some_gt, all_matches, matches)
+        highest = xp.max(match_quality_matrix, axis=-1, keepdims=True)  # (..., G, 1)
+        best = match_quality_matrix == highest  # (..., G, P), ties kept
+        if valid_gt is not None:
+            best &= valid_gt[..., None]
+        # (..., G, P) -> (..., P): does any gt have this prediction among its best?
+        return xp.where(xp.any(best, axis=-2), all_matches, matches)

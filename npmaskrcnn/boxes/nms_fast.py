@@ -39,7 +39,7 @@ from .ops import box_table, iou_exceeds, table_iou
 _BLOCK = 256  # CPU: boxes resolved together; a (256, 256) bool matrix per fixed-point round
 _ROW_CHUNK = 32  # CPU: boxes per x-sorted chunk in the pruned IoUs, see _exceeding_pairs
 _MAX_ROUNDS = 16  # CPU: fixed-point rounds before a block falls back to the sequential loop
-_ROUNDS_PER_SYNC = 6  # GPU: fixed-point rounds between two convergence checks
+_ROUNDS_PER_SYNC = 4  # GPU: fixed-point rounds between two convergence checks
 
 
 def nms(boxes, scores, iou_threshold):

@@ -50,6 +50,12 @@ def box_iou(a, b):
     return table_iou(box_table(a)[:, :, None], box_table(b)[:, None, :])
 
 
+def box_iou_batched(a, b):
+    """``box_iou`` of each image of a batch: (N, G, 4) against (N, M, 4) -> (N, G, M)."""
+    # (5, N, G, 1) against (5, N, 1, M) -> (N, G, M)
+    return table_iou(box_table(a)[..., :, None], box_table(b)[..., None, :])
+
+
 def box_table(boxes):
     """The boxes as five contiguous rows ``x1, y1, x2, y2, area``.
 
@@ -137,6 +143,22 @@ def clip_boxes_to_image(boxes, size):
     out[..., 0::2] = xp.clip(boxes[..., 0::2], 0, width)
     out[..., 1::2] = xp.clip(boxes[..., 1::2], 0, height)
     return out
+
+
+def clip_boxes_to_images(boxes, image_sizes):
+    """``clip_boxes_to_image`` for a batch: image i's boxes clipped to ``image_sizes[i]``.
+
+    Args:
+        boxes: (N, ..., 4) boxes, image i's in ``boxes[i]``.
+        image_sizes: N pairs ``(height, width)``.
+    Returns:
+        A new array of the shape and dtype of ``boxes``.
+    """
+    xp = get_xp(boxes)
+    n = len(image_sizes)
+    wh = np.array([(w, h, w, h) for h, w in image_sizes], dtype=boxes.dtype)  # (N, 4) host
+    upper = xp.asarray(wh).reshape((n,) + (1,) * (boxes.ndim - 2) + (4,))
+    return xp.clip(boxes, 0, upper)
 
 
 def remove_small_boxes(boxes, min_size):

@@ -84,7 +84,7 @@ def flatten_parameters(module, names: list[str]):
         stop = start + int(a.size)
         flat_params[start:stop] = a.reshape(-1)
         m.params[k] = flat_params[start:stop].reshape(a.shape)
-        m.grads[k] = flat_grads[start:stop].reshape(a.shape)
+        m.grads[k] = m._zero_grads[k] = flat_grads[start:stop].reshape(a.shape)
         m._flat_keys = m._flat_keys | {k}
         start = stop
     module._flat_grads = flat_grads
@@ -120,6 +120,34 @@ class SGD:
                 start = stop
         self.momentum_buffer = None  # (P,), created by the first step, as torch's
         self.base_lr = lr
+        self._module = module
+        self._order = [(m, k) for n in decay + no_decay
+                       for m, k in [self._owner(module, n)]]
+        self._gathered = None  # the step's gradients as one array, once gathered
+
+    @staticmethod
+    def _owner(module, name):
+        for n, m, k in module.named_parameters(trainable_only=True):
+            if n == name:
+                return m, k
+        raise KeyError(name)
+
+    def gradient(self):
+        """Every trainable gradient as one (P,) array, in the buffer's order.
+
+        Backward passes leave their own arrays in ``grads`` (``Module.accumulate``);
+        they are gathered here with one concatenation (on a GPU, one launch for many
+        small arrays). If no gradient was replaced -- someone wrote into the flat buffer's
+        views -- the buffer itself is the answer.
+        """
+        if self._gathered is None:
+            grads = [m.grads[k] for m, k in self._order]
+            if all(g is m._zero_grads[k] for g, (m, k) in zip(grads, self._order)):
+                self._gathered = self.grads
+            else:
+                xp = get_xp(self.params)
+                self._gathered = xp.concatenate([g.reshape(-1) for g in grads])
+        return self._gathered
 
     def set_lr(self, lr: float) -> None:
         for g in self.groups:
@@ -127,12 +155,14 @@ class SGD:
 
     def step(self) -> None:
         """One update of every parameter: a few operations per group on its range."""
+        grads = self.gradient()
+        self._gathered = None  # the next step gathers the next gradients
         first = self.momentum_buffer is None
         if first and any(g.momentum for g in self.groups):
             self.momentum_buffer = get_xp(self.params).zeros_like(self.params)
         for group in self.groups:
             p = self.params[group.start:group.stop]
-            d = self.grads[group.start:group.stop]
+            d = grads[group.start:group.stop]
             if group.weight_decay:
                 d = d + group.weight_decay * p
             if group.momentum:
@@ -154,9 +184,10 @@ class SGD:
         Returns:
             the norm before clipping, a 0-d array of the gradients' backend.
         """
-        xp = get_xp(self.grads)
-        norm = xp.sqrt((self.grads.astype(np.float64) ** 2).sum())
-        self.grads *= xp.minimum(max_norm / (norm + 1e-6), 1.0).astype(self.grads.dtype)
+        xp = get_xp(self.params)
+        grads = self.gradient()
+        norm = xp.sqrt((grads.astype(np.float64) ** 2).sum())
+        grads *= xp.minimum(max_norm / (norm + 1e-6), 1.0).astype(grads.dtype)
         return norm
 
     def state_dict(self) -> dict:

@@ -96,13 +96,12 @@ def linear_weights_1d(coord, size):
     """
     xp = get_xp(coord)
     inside = (coord >= -1.0) & (coord <= size)
-    c = xp.where(inside, xp.maximum(coord, 0), 0)  # y <= 0 reads row 0; outside reads none
-    low = xp.minimum(c.astype(np.int64), size - 1)  # c >= 0: astype truncates = floor
-    at_end = low >= size - 1
-    c = xp.where(at_end, low.astype(coord.dtype), c)  # y past the last row reads it
-    high = xp.where(at_end, low, low + 1)
+    # y <= 0 reads row 0 and y >= H - 1 the last row alone (weight 1 on "low"): both are
+    # a clamp to [0, H - 1]; outside points (and NaN) read nothing, so any row will do
+    c = xp.where(inside, xp.clip(coord, 0, size - 1), 0)
+    low = c.astype(np.int64)  # c >= 0: truncation is floor
+    high = xp.minimum(low + 1, size - 1)
     frac = c - low.astype(coord.dtype)
-    zero = xp.zeros((), dtype=coord.dtype)
-    w_low = xp.where(inside, 1 - frac, zero)
-    w_high = xp.where(inside, frac, zero)
+    w_high = xp.where(inside, frac, 0).astype(coord.dtype, copy=False)
+    w_low = xp.where(inside, 1 - frac, 0).astype(coord.dtype, copy=False)
     return low, high, w_low, w_high

@@ -1,26 +1,29 @@
-"""2-D convolution: ``conv2d_forward`` / ``conv2d_backward`` and the ``Conv2d`` module.
+"""2-D convolution: the loops, im2col + GEMM, and the ``Conv2d`` module.
 
 Every convolution of Mask R-CNN (the ResNet stem and bottlenecks, the FPN's lateral 1x1
 and output 3x3 convs, the RPN head, the mask head's four 3x3 convs and its 1x1
-predictor) goes through this pair. It is one GEMM on im2col columns
-(see ``im2col.py``)::
+predictor) is a cross-correlation plus a bias::
 
-    out[n, f] = sum_{c, i, j} w[f, c, i, j] * x_pad[n, c, oh*sh + i, ow*sw + j] + b[f]
-              = (W @ cols)[f, (n, oh, ow)] + b[f],     W = w.reshape(F, C*KH*KW)
+    out[n, f, oh, ow] = sum_{c, i, j} w[f, c, i, j] * x_pad[n, c, oh*sh + i, ow*sw + j] + b[f]
 
-and its gradients are two more GEMMs and a col2im::
+``conv2d_naive`` is that sum, one output pixel at a time. Its backward
+(``conv2d_backward_naive``) follows from the chain rule: each output pixel sent its
+dout to ``dx`` (through ``w[f]``, onto its window) and to ``dw[f]`` (through the window).
+
+Vectorised: copy every window into a column (``im2col``), and the sum over (c, i, j) is
+one matrix product with the kernel as a matrix::
+
+    out = W @ cols + b,          W = w.reshape(F, C*KH*KW), cols: (C*KH*KW, N*OH*OW)
+
+and its gradients are two more products and a col2im (the adjoint of im2col)::
 
     dW = dout_mat @ cols^T,   dcols = W^T @ dout_mat,   dx = col2im(dcols),
     db[f] = sum_{n, oh, ow} dout[n, f, oh, ow]
 
-where ``dout_mat`` is ``dout`` as (F, N*OH*OW). A 1x1 stride-1 unpadded conv needs no
-im2col at all: it is ``W @ x[n]`` with ``x[n]`` viewed as (C, H*W).
-
-Speed (NumPy, float32): the GEMMs are BLAS's; the rest is memory traffic. So the
-columns are built and consumed in chunks of a few MiB (``chunk_ranges``) that stay in
-cache, each GEMM writes straight into its NCHW slice of the output, the columns are
-recomputed in the backward instead of being kept, and the 3x3 pad-1 convs build their
-columns from long contiguous runs (``im2col_same_width``).
+where ``dout_mat`` is ``dout`` as (F, N*OH*OW). ``conv2d_im2col_forward`` /
+``conv2d_im2col_backward`` are exactly this. The model runs ``conv_fast.py`` (imported
+below): the same products, arranged so that memory traffic stays low on a CPU and the
+launches few on a GPU; the tests check all three against each other and against torch.
 
 Semantics of ``torch.nn.functional.conv2d`` (zero padding, floor output size,
 ``groups=1``, ``dilation=1``): ``OH = (H + 2*ph - KH) // sh + 1``.
@@ -28,198 +31,12 @@ Semantics of ``torch.nn.functional.conv2d`` (zero padding, floor output size,
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 import numpy as np
 
 from ..backend import Generator, get_xp
-from .im2col import (
-    as_pair,
-    chunk_ranges,
-    col2im_add,
-    conv_output_size,
-    im2col_same_width,
-    im2col_windows,
-    pad_input,
-    pad_rows_flat,
-    same_width,
-)
+from .im2col import col2im, im2col, pad_input
 from .module import Module, kaiming_uniform
-
-
-class Conv2dCache(NamedTuple):
-    """What ``conv2d_backward`` needs: the inputs. Columns are cheap to recompute chunk
-    by chunk, and keeping them would cost C*KH*KW times the memory of x."""
-
-    x: Any  # input (N, C, H, W): dW = dout cols(x)^T
-    w: Any  # weight (F, C, KH, KW): dx from W^T dout
-    stride: tuple  # (sh, sw)
-    padding: tuple  # (ph, pw)
-    has_bias: bool  # whether to return db or None
-
-
-def _path(kernel, stride, padding) -> str:
-    """Which of the three ways to compute a conv applies.
-
-    - ``"pointwise"``: 1x1, stride 1, no padding: ``W @ x[n]``, no columns at all.
-    - ``"same_width"``: stride 1, OW == W, ph < KH (every 3x3 pad-1 conv): columns by
-      contiguous runs (``im2col_same_width``); the backward works on the columns of
-      dout and needs no col2im (see ``_same_width_backward``).
-    - ``"general"``: strided window columns (``im2col_windows``); col2im for dx.
-    """
-    if kernel == (1, 1) and stride == (1, 1) and padding == (0, 0):
-        return "pointwise"
-    if same_width(kernel, stride, padding) and padding[0] < kernel[0]:
-        return "same_width"
-    return "general"
-
-
-def _chunk_views(cols, out, n0, n1, r0, r1):
-    """A chunk's columns and its slice of the output, as stacks of per-image matrices.
-
-    ``cols`` (K, images*rows*OW) becomes (images, K, rows*OW); ``out`` (N, M, OH, OW)
-    becomes its (images, M, rows*OW) slice. Every per-image matrix has unit inner
-    stride, so ``xp.matmul(a, cols3, out=out3)`` runs one GEMM per image that writes
-    straight into NCHW, with no transpose afterwards.
-    """
-    n, m, h, w = out.shape
-    cols3 = cols.reshape(cols.shape[0], n1 - n0, (r1 - r0) * w).transpose(1, 0, 2)
-    return cols3, out.reshape(n, m, h * w)[n0:n1, :, r0 * w : r1 * w]
-
-
-def conv2d_forward(x, w, b, stride=1, padding=0):
-    """Cross-correlation of ``x`` with ``w`` plus a bias, as ``torch.nn.functional.conv2d``.
-
-    ``out[:, :, rows] = W @ im2col(x)[:, chunk] + b``, chunk by chunk: each chunk's
-    columns are written and read straight back by the GEMM while still in cache.
-
-    Args:
-        x: (N, C, H, W).
-        w: (F, C, KH, KW), PyTorch's ``Conv2d.weight`` layout.
-        b: (F,) or None.
-        stride, padding: ints or (height, width) pairs; zero padding.
-    Returns:
-        out: (N, F, OH, OW), ``OH = (H + 2*ph - KH) // sh + 1`` (likewise OW).
-        cache: a ``Conv2dCache``.
-    Raises:
-        ValueError: channel counts disagree, or the output would be empty.
-    """
-    xp = get_xp(x, w, b)
-    stride, padding = as_pair(stride), as_pair(padding)
-    n, c, h, wd = x.shape
-    f, _, kh, kw = w.shape
-    if w.shape[1] != c:
-        raise ValueError(f"conv2d: x has {c} channels but w expects {w.shape[1]}")
-    oh = conv_output_size(h, kh, stride[0], padding[0])
-    ow = conv_output_size(wd, kw, stride[1], padding[1])
-    if oh < 1 or ow < 1:
-        raise ValueError(f"conv2d: output size ({oh}, {ow}) is too small")
-    cache = Conv2dCache(x, w, stride, padding, b is not None)
-    w_mat = w.reshape(f, -1)  # (F, C*KH*KW)
-    path = _path((kh, kw), stride, padding)
-    if path == "pointwise":
-        out = xp.matmul(w_mat, x.reshape(n, c, h * wd))  # (F, C) @ (N, C, HW) -> (N, F, HW)
-        if b is not None:
-            out += b.reshape(1, f, 1)
-        return out.reshape(n, f, oh, ow), cache
-    if path == "same_width":
-        source = pad_rows_flat(x, padding)
-
-        def columns(n0, n1, r0, r1):
-            return im2col_same_width(source, x.shape, (kh, kw), padding, (n0, n1), (r0, r1))
-    else:
-        source = pad_input(x, padding)
-
-        def columns(n0, n1, r0, r1):
-            return im2col_windows(source, (kh, kw), stride, (n0, n1), (r0, r1))
-
-    out = xp.empty((n, f, oh, ow), dtype=x.dtype)
-    for n0, n1, r0, r1 in chunk_ranges(n, oh, ow, c * kh * kw):
-        cols3, out3 = _chunk_views(columns(n0, n1, r0, r1), out, n0, n1, r0, r1)
-        xp.matmul(w_mat, cols3, out=out3)  # (F, C*KH*KW) @ (images, C*KH*KW, rows*OW)
-        if b is not None:
-            out3 += b.reshape(1, f, 1)
-    return out, cache
-
-
-def conv2d_backward(dout, cache: Conv2dCache):
-    """Gradients of ``conv2d_forward``, chunk by chunk like the forward.
-
-    ``dW = dout_mat cols^T``, ``dx = col2im(W^T dout_mat)``, ``db = sum_{n,oh,ow} dout``,
-    where ``dout_mat`` is dout as (F, N*OH*OW) and ``cols = im2col(x)`` is recomputed;
-    see ``_same_width_backward`` for the same-width path.
-
-    Args:
-        dout: (N, F, OH, OW), upstream gradient.
-    Returns:
-        (dx, dw, db): shapes of x (N, C, H, W), w (F, C, KH, KW) and b (F,);
-        ``db`` is None when the forward had no bias.
-    """
-    xp = get_xp(dout)
-    x, w, stride, padding, has_bias = cache
-    n, c, h, wd = x.shape
-    f, _, kh, kw = w.shape
-    oh, ow = dout.shape[2:]
-    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
-    path = _path((kh, kw), stride, padding)
-    if path == "same_width":
-        return (*_same_width_backward(dout, x, w, padding), db)
-    if path == "pointwise":
-        d3, x3 = dout.reshape(n, f, oh * ow), x.reshape(n, c, h * wd)
-        dx = xp.matmul(w.reshape(f, c).T, d3).reshape(x.shape)  # (C, F) @ (N, F, HW)
-        dw_t = xp.zeros((c, f), dtype=dout.dtype)  # dW^T
-        for i in range(n):
-            dw_t += x3[i] @ d3[i].T  # (C, HW) @ (HW, F)
-        return dx, xp.ascontiguousarray(dw_t.T).reshape(w.shape), db
-    w_mat = w.reshape(f, -1)  # (F, C*KH*KW)
-    x_pad = pad_input(x, padding)
-    dx_pad = xp.zeros(x_pad.shape, dtype=dout.dtype)
-    dw_t = xp.zeros((c * kh * kw, f), dtype=dout.dtype)  # dW^T
-    for n0, n1, r0, r1 in chunk_ranges(n, oh, ow, c * kh * kw):
-        cols = im2col_windows(x_pad, (kh, kw), stride, (n0, n1), (r0, r1))  # (C*KH*KW, L)
-        # (images, F, rows*OW) -> (F, images*rows*OW); a view for a band of one image
-        d_mat = dout.reshape(n, f, oh * ow)[n0:n1, :, r0 * ow : r1 * ow]
-        d_mat = d_mat.transpose(1, 0, 2).reshape(f, -1)
-        dw_t += cols @ d_mat.T  # (C*KH*KW, L) @ (L, F)
-        d_cols = w_mat.T @ d_mat  # (C*KH*KW, F) @ (F, L)
-        blocks = d_cols.reshape(c, kh, kw, n1 - n0, r1 - r0, ow).transpose(3, 0, 1, 2, 4, 5)
-        rows = slice(r0 * stride[0], (r1 - 1) * stride[0] + kh)  # the band's window rows
-        col2im_add(dx_pad[n0:n1, :, rows], blocks, stride)
-    dx = dx_pad[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd]
-    return xp.ascontiguousarray(dx), xp.ascontiguousarray(dw_t.T).reshape(w.shape), db
-
-
-def _same_width_backward(dout, x, w, padding):
-    """(dx, dw) of a same-width conv, from the columns of dout, chunk by chunk.
-
-    With stride 1, dx is itself a convolution: of dout zero-padded by K-1-p, with the
-    kernel rotated by 180 degrees and its channel axes swapped. Its columns D also give
-    dW, so no col2im is needed::
-
-        D = im2col(dout, K, stride 1, padding (KH-1-ph, KW-1-pw))   (F*KH*KW, N*H*W)
-        dx_mat    = W_rot @ D,    W_rot[c, (f, i, j)] = w[f, c, KH-1-i, KW-1-j]
-        dW_rot^T  = D @ x_mat^T,  dW[f, c, i, j] = dW_rot^T[(f, KH-1-i, KW-1-j), c]
-
-    (KW-1-pw == pw here, so dout's convolution is same-width too.)
-    """
-    xp = get_xp(dout)
-    n, c, h, wd = x.shape
-    f, _, kh, kw = w.shape
-    d_padding = (kh - 1 - padding[0], kw - 1 - padding[1])
-    # w (F, C, KH, KW) -> W_rot (C, F*KH*KW)
-    w_rot = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
-    flat = pad_rows_flat(dout, d_padding)
-    dx = xp.empty(x.shape, dtype=dout.dtype)
-    dw_rot_t = xp.zeros((f * kh * kw, c), dtype=dout.dtype)  # dW_rot^T
-    for n0, n1, r0, r1 in chunk_ranges(n, h, wd, f * kh * kw):
-        d_cols = im2col_same_width(flat, dout.shape, (kh, kw), d_padding, (n0, n1), (r0, r1))
-        d_cols3, dx3 = _chunk_views(d_cols, dx, n0, n1, r0, r1)
-        xp.matmul(w_rot, d_cols3, out=dx3)  # (C, F*KH*KW) @ (images, F*KH*KW, rows*W)
-        # (images, C, rows, W) -> (C, images*rows*W); a view for a band of one image
-        x_mat = x[n0:n1, :, r0:r1].transpose(1, 0, 2, 3).reshape(c, -1)
-        dw_rot_t += d_cols @ x_mat.T  # (F*KH*KW, L) @ (L, C)
-    dw = dw_rot_t.reshape(f, kh, kw, c).transpose(0, 3, 1, 2)[:, :, ::-1, ::-1]
-    return dx, xp.ascontiguousarray(dw)
+from .sizes import as_pair, conv_output_size
 
 
 def conv2d_naive(x, w, b, stride=1, padding=0):
@@ -269,6 +86,47 @@ def conv2d_backward_naive(dout, x, w, b, stride=1, padding=0):
     return dx, dw, db
 
 
+def conv2d_im2col_forward(x, w, b, stride=1, padding=0):
+    """``out = W @ im2col(x) + b``: the vectorised convolution, in its plainest form.
+
+    Args:
+        x: (N, C, H, W); w: (F, C, KH, KW); b: (F,) or None; stride, padding: ints or pairs.
+    Returns:
+        out (N, F, OH, OW) and the cache ``(x, w, stride, padding, has_bias)``.
+    """
+    n = x.shape[0]
+    f, _, kh, kw = w.shape
+    oh = conv_output_size(x.shape[2], kh, as_pair(stride)[0], as_pair(padding)[0])
+    ow = conv_output_size(x.shape[3], kw, as_pair(stride)[1], as_pair(padding)[1])
+    cols = im2col(x, (kh, kw), stride, padding)  # (C*KH*KW, N*OH*OW)
+    out = w.reshape(f, -1) @ cols  # (F, N*OH*OW), columns ordered (n, oh, ow)
+    if b is not None:
+        out += b[:, None]
+    out = out.reshape(f, n, oh, ow).transpose(1, 0, 2, 3)  # -> (N, F, OH, OW)
+    return get_xp(out).ascontiguousarray(out), (x, w, stride, padding, b is not None)
+
+
+def conv2d_im2col_backward(dout, cache):
+    """Gradients of ``conv2d_im2col_forward``: ``dW = dout_mat cols^T``,
+    ``dx = col2im(W^T dout_mat)``, ``db = sum dout``.
+
+    Returns:
+        (dx, dw, db), ``db`` None without a bias.
+    """
+    x, w, stride, padding, has_bias = cache
+    f = w.shape[0]
+    cols = im2col(x, w.shape[2:], stride, padding)  # recomputed: cheaper than keeping it
+    dout_mat = dout.transpose(1, 0, 2, 3).reshape(f, -1)  # (F, N*OH*OW)
+    dw = (dout_mat @ cols.T).reshape(w.shape)
+    dx = col2im(w.reshape(f, -1).T @ dout_mat, x.shape, w.shape[2:], stride, padding)
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    return dx, dw, db
+
+
+# ------------------------------------------------------------ the engine the model runs
+from .conv_fast import Conv2dCache, conv2d_backward, conv2d_forward  # noqa: E402, F401
+
+
 class Conv2d(Module):
     """``torch.nn.Conv2d`` (groups=1, dilation=1) over ``conv2d_forward`` / ``_backward``.
 
@@ -315,9 +173,13 @@ class Conv2d(Module):
         self.push(cache)
         return out
 
-    def backward(self, dout):
-        """(N, out_channels, OH, OW) -> dx (N, in_channels, H, W); accumulates grads."""
-        dx, dw, db = self.op_backward(dout, self.pop())
+    def backward(self, dout, input_grad: bool = True):
+        """(N, out_channels, OH, OW) -> dx (N, in_channels, H, W); accumulates grads.
+
+        ``input_grad=False`` skips dx (and returns None) where nothing needs it, as
+        the first layer of a network: its input is the image.
+        """
+        dx, dw, db = self.op_backward(dout, self.pop(), input_grad)
         self.accumulate("weight", dw)
         if self.has_bias:
             self.accumulate("bias", db)

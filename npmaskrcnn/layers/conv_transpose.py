@@ -28,9 +28,11 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..backend import get_xp
+from ..backend import get_xp, on_device
 from .conv import Conv2d
-from .im2col import as_pair, chunk_ranges, col2im_add, im2col_windows, pad_input
+from .im2col import col2im_add, im2col_windows, pad_input
+from .im2col_fast import chunk_ranges
+from .sizes import as_pair
 
 
 class ConvTranspose2dCache(NamedTuple):
@@ -85,7 +87,7 @@ def conv_transpose2d_forward(x, w, b, stride=1, padding=0):
     w_t = w.reshape(c_in, -1).T  # (C_out*KH*KW, C_in)
     tiling = _is_tiling((kh, kw), stride, padding)
     out = xp.empty((n, c_out, oh, ow), dtype=x.dtype)
-    for n0, n1, _, _ in chunk_ranges(n, 1, h * wd, c_out * kh * kw):
+    for n0, n1, _, _ in chunk_ranges(n, 1, h * wd, c_out * kh * kw, on_device(xp)):
         cols = xp.matmul(w_t, x[n0:n1].reshape(n1 - n0, c_in, h * wd))  # (images, CKK, HW)
         blocks = cols.reshape(n1 - n0, c_out, kh, kw, h, wd)
         if tiling:
@@ -104,7 +106,7 @@ def conv_transpose2d_forward(x, w, b, stride=1, padding=0):
     return out, ConvTranspose2dCache(x, w, stride, padding, b is not None)
 
 
-def conv_transpose2d_backward(dout, cache: ConvTranspose2dCache):
+def conv_transpose2d_backward(dout, cache: ConvTranspose2dCache, input_grad: bool = True):
     """Gradients of ``conv_transpose2d_forward``, a few images at a time.
 
     ``dcols = im2col(dout)``, ``dx = W dcols``, ``dW = x_mat dcols^T``,
@@ -113,6 +115,7 @@ def conv_transpose2d_backward(dout, cache: ConvTranspose2dCache):
 
     Args:
         dout: (N, C_out, OH, OW), upstream gradient.
+        input_grad: accepted for the ``Conv2d`` module interface; dx is always computed.
     Returns:
         (dx, dw, db): shapes of x (N, C_in, H, W), w (C_in, C_out, KH, KW) and b (C_out,);
         ``db`` is None when the forward had no bias.
@@ -126,7 +129,7 @@ def conv_transpose2d_backward(dout, cache: ConvTranspose2dCache):
     dout_pad = pad_input(dout, padding)
     dx = xp.empty(x.shape, dtype=dout.dtype)
     dw_t = xp.zeros((c_out * kh * kw, c_in), dtype=dout.dtype)  # dW^T
-    for n0, n1, _, _ in chunk_ranges(n, 1, h * wd, c_out * kh * kw):
+    for n0, n1, _, _ in chunk_ranges(n, 1, h * wd, c_out * kh * kw, on_device(xp)):
         d_cols = im2col_windows(dout_pad, (kh, kw), stride, (n0, n1))  # (CKK, images*H*W)
         d_cols3 = d_cols.reshape(c_out * kh * kw, n1 - n0, h * wd).transpose(1, 0, 2)
         # (C_in, C_out*KH*KW) @ (images, C_out*KH*KW, H*W), straight into NCHW

@@ -16,12 +16,12 @@ Layout: the rows are ordered (c, i, j) so that they match ``w.reshape(F, -1)``; 
 columns are ordered (n, oh, ow), so that the GEMM output of one image, (F, OH*OW), is
 already NCHW.
 
-Two ways to build the columns: ``im2col_windows`` copies an ``as_strided`` view of all
-windows (any kernel, stride, padding); ``im2col_same_width`` copies whole (OH, OW)
-blocks as single contiguous runs when stride is 1 and OW == W (every 3x3 pad-1 conv),
-which is several times faster for small maps. Both can build just a chunk of the
-columns (some images, or some output rows of one image; ``chunk_ranges``) so that a
-convolution never materialises the whole C*KH*KW x N*OH*OW matrix.
+How: ``im2col`` takes an ``as_strided`` *view* of all windows of the padded input (no
+copy: a step along a window or along the output just moves the pointer by a row or a
+column) and copies it once; ``col2im`` adds the KH*KW blocks of the columns, one per
+kernel offset, as strided slices. ``im2col_naive`` / ``col2im_naive`` at the bottom are
+the definitions, one element at a time. ``im2col_fast.py`` holds the engine's tricks
+(working chunk by chunk, copying whole runs for 3x3 convolutions).
 
 Output size (floor, as ``torch.nn.functional.conv2d``)::
 
@@ -31,45 +31,20 @@ Output size (floor, as ``torch.nn.functional.conv2d``)::
 from __future__ import annotations
 
 from ..backend import get_xp
-
-# Size of the column matrix of one chunk, when a convolution works through its input
-# piece by piece: im2col writes (rows x chunk) floats that the GEMM reads straight back.
-# 2**21 float32 (8 MiB) stay in cache and are reused by the allocator, instead of a
-# full-size matrix being page-faulted in fresh and streamed through memory on every
-# call. Measured on the benchmark shapes: 2**19..2**21 are within noise of each other on
-# one thread; on a busy machine fewer, larger GEMM calls fare better; 2**22 and more
-# lose the cache.
-CHUNK_ELEMENTS = 1 << 21
+from .sizes import as_pair, conv_output_size
 
 
-def as_pair(value) -> tuple[int, int]:
-    """An int or a pair of ints as ``(height, width)``, like PyTorch's ``_pair``."""
-    if isinstance(value, int):
-        return value, value
-    first, second = value
-    return int(first), int(second)
-
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """``(size + 2 * padding - kernel) // stride + 1``, the convolution output length."""
-    return (size + 2 * padding - kernel) // stride + 1
-
-
-def chunk_ranges(n: int, rows: int, row_len: int, col_rows: int) -> list[tuple]:
-    """Split an (N, rows, row_len) output into pieces of about CHUNK_ELEMENTS / col_rows
-    columns: ``(n0, n1, r0, r1)`` = images [n0, n1), rows [r0, r1). Whole images when
-    one image fits, else bands of rows of one image.
+def im2col(x, kernel_size, stride=1, padding=0):
+    """Copy every convolution window of ``x`` into a column.
 
     Args:
-        col_rows: rows of the column matrix (C*KH*KW), what one column costs.
+        x: (N, C, H, W).
+        kernel_size, stride, padding: ints or (height, width) pairs.
+    Returns:
+        cols: (C*KH*KW, N*OH*OW), ``cols[(c, i, j), (n, oh, ow)] =
+        x_pad[n, c, oh*sh + i, ow*sw + j]`` (C-contiguous).
     """
-    budget = max(1, CHUNK_ELEMENTS // max(col_rows, 1))
-    per_image = max(rows * row_len, 1)
-    if per_image <= budget:
-        step = budget // per_image
-        return [(n0, min(n0 + step, n), 0, rows) for n0 in range(0, n, step)]
-    band = max(1, budget // row_len)
-    return [(i, i + 1, r0, min(r0 + band, rows)) for i in range(n) for r0 in range(0, rows, band)]
+    return im2col_windows(pad_input(x, padding), kernel_size, stride)
 
 
 def pad_input(x, padding):
@@ -86,21 +61,6 @@ def pad_input(x, padding):
     x_pad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
     x_pad[:, :, ph : ph + h, pw : pw + w] = x
     return x_pad
-
-
-def im2col(x, kernel_size, stride=1, padding=0):
-    """Copy every convolution window of ``x`` into a column.
-
-    Args:
-        x: (N, C, H, W).
-        kernel_size, stride, padding: ints or (height, width) pairs.
-    Returns:
-        cols: (C*KH*KW, N*OH*OW), ``cols[(c, i, j), (n, oh, ow)] =
-        x_pad[n, c, oh*sh + i, ow*sw + j]`` (C-contiguous).
-    """
-    if same_width(kernel_size, stride, padding):
-        return im2col_same_width(pad_rows_flat(x, padding), x.shape, kernel_size, padding)
-    return im2col_windows(pad_input(x, padding), kernel_size, stride)
 
 
 def im2col_windows(x_pad, kernel_size, stride=1, images=None, rows=None):
@@ -131,75 +91,6 @@ def im2col_windows(x_pad, kernel_size, stride=1, images=None, rows=None):
     cols = xp.empty(windows.shape, dtype=x_pad.dtype)
     cols[...] = windows
     return cols.reshape(c * kh * kw, -1)  # (C*KH*KW, images*rows*OW)
-
-
-def same_width(kernel_size, stride, padding) -> bool:
-    """Stride 1 and ``2*pw == KW - 1``: the output is exactly as wide as the input (OW == W).
-
-    True for every 3x3 pad-1 conv of Mask R-CNN, and what ``im2col_same_width`` needs.
-    """
-    return as_pair(stride) == (1, 1) and 2 * as_pair(padding)[1] == as_pair(kernel_size)[1] - 1
-
-
-def pad_rows_flat(x, padding):
-    """``x`` (N, C, H, W) padded with ``ph`` zero rows above and below every map, flattened,
-    with ``pw`` more zeros at both ends: the buffer ``im2col_same_width`` reads.
-
-    Returns:
-        flat: (pw + N*C*(H + 2*ph)*W + pw,).
-    """
-    xp = get_xp(x)
-    ph, pw = as_pair(padding)
-    n, c, h, w = x.shape
-    size = n * c * (h + 2 * ph) * w
-    flat = xp.zeros(size + 2 * pw, dtype=x.dtype)
-    flat[pw : pw + size].reshape(n, c, h + 2 * ph, w)[:, :, ph : ph + h] = x
-    return flat
-
-
-def im2col_same_width(flat, x_shape, kernel_size, padding, images=None, rows=None):
-    """``im2col`` of a same-width conv (see ``same_width``), for a chunk of the output.
-
-    ``im2col_windows`` copies one window row (OW elements) at a time, and for the mask
-    head's 14x14 maps that per-row overhead dominates. When OW == W, the whole (OH, OW)
-    block of kernel offset (i, j) is *one contiguous run* of the row-padded input,
-    shifted by ``i*W + j - pw`` elements::
-
-        x_pad[n, c, oh + i, ow + j] = x_rowpad[n, c].flat[(oh + i)*W + ow + j - pw]
-
-    The run wraps around the row ends exactly where the window pokes into the left or
-    right zero padding, so those columns (``ow < pw - j``, or ``ow >= W - (j - pw)``) are
-    zeroed afterwards.
-
-    Args:
-        flat: ``pad_rows_flat(x, padding)``.
-        x_shape: (N, C, H, W) of ``x``.
-        kernel_size, padding: ints or pairs, with ``2*pw == KW - 1``.
-        images: (n0, n1), default all; rows: (r0, r1) output rows, default all.
-    Returns:
-        cols: (C*KH*KW, (n1 - n0)*(r1 - r0)*W), columns ordered (n, oh, ow).
-    """
-    xp = get_xp(flat)
-    kh, kw = as_pair(kernel_size)
-    ph, pw = as_pair(padding)
-    n, c, h, w = x_shape
-    plane = (h + 2 * ph) * w
-    n0, n1 = (0, n) if images is None else images
-    r0, r1 = (0, h + 2 * ph - kh + 1) if rows is None else rows
-    item = flat.itemsize
-    runs = xp.lib.stride_tricks.as_strided(  # (C, KH, KW, n1-n0, (r1-r0)*W): run (c,i,j,n)
-        flat[n0 * c * plane + r0 * w :],
-        shape=(c, kh, kw, n1 - n0, (r1 - r0) * w),
-        strides=(plane * item, w * item, item, c * plane * item, item),
-    )
-    cols = xp.empty((c, kh, kw, (n1 - n0) * (r1 - r0), w), dtype=flat.dtype)
-    cols.reshape(runs.shape)[...] = runs
-    for j in range(kw):  # columns that wrapped into the neighbouring row: padding
-        if j < pw:
-            cols[:, :, j, :, : pw - j] = 0
-        elif j > pw:
-            cols[:, :, j, :, max(w - (j - pw), 0) :] = 0
-    return cols.reshape(c * kh * kw, -1)  # (C*KH*KW, images*rows*W)
 
 
 def col2im(cols, x_shape, kernel_size, stride=1, padding=0):

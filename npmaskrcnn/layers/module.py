@@ -6,9 +6,13 @@ There is no autograd engine. A module
   (arrays that are saved but not trained, e.g. FrozenBatchNorm statistics);
 - in ``forward(x)`` calls the functional ``op_forward`` and *pushes* its cache;
 - in ``backward(dout)`` *pops* the cache, calls ``op_backward``, accumulates the
-  parameter gradients into ``grads`` (``+=``: a shared module used several times,
-  like the RPN head on every FPN level, sums its gradients) and returns the input
-  gradient.
+  parameter gradients into ``grads`` (a shared module used several times, like the
+  RPN head on every FPN level, sums its gradients) and returns the input gradient.
+
+Gradients are accumulated by reference: after ``zero_grad`` each ``grads[k]`` is a
+zero array, the first ``accumulate`` simply puts the backward's own array there, and
+only a second one adds (``grads[k] + grad``). No copy, no in-place sum: on a GPU that
+saves a launch per parameter and step.
 
 Caches form a stack, so calling ``forward`` k times and then ``backward`` k times in
 reverse order is correct by construction. A composite module calls its children's
@@ -42,7 +46,9 @@ class Module:
         self.training = True
         self.requires_grad = True  # False: frozen (no grads accumulated, not optimised)
         self._caches: list = []
-        self._flat_keys: frozenset = frozenset()  # grads that are views of a flat buffer
+        self.keeps_cache = True  # False: no backward ever runs through it (frozen bottom)
+        self._zero_grads: dict = {}  # key -> the zero array ``grads[key]`` is reset to
+        self._flat_keys: frozenset = frozenset()  # zero arrays that view a flat buffer
         self._flat_grads = None  # on the root: that buffer (set by ``optim.SGD``)
 
     # ----------------------------------------------------------------- structure
@@ -69,7 +75,7 @@ class Module:
     def add_param(self, name: str, value) -> None:
         """Register a trainable parameter and its zero gradient."""
         self.params[name] = value
-        self.grads[name] = get_xp(value).zeros_like(value)
+        self.grads[name] = self._zero_grads[name] = get_xp(value).zeros_like(value)
 
     # ----------------------------------------------------------------- naming
     def named_parameters(self, trainable_only: bool = False):
@@ -107,30 +113,36 @@ class Module:
         return self
 
     def zero_grad(self) -> None:
-        """Zero every trainable gradient and drop the forward caches.
+        """Reset every trainable gradient to zero and drop the forward caches.
 
-        Gradients that are views of the optimiser's flat buffer (``optim.SGD``) are
-        cleared with the buffer, in one operation; frozen modules accumulate nothing,
-        so their gradients are still zero.
+        Each ``grads[k]`` goes back to its zero array. Someone may have written into a
+        zero array in place (``grads[k][...] = g``), so they are cleared too: the
+        optimiser's flat buffer (``optim.SGD``) in one operation, any other one by one.
+        Frozen modules accumulate nothing, so their gradients are still zero.
         """
         flat = self._flat_grads
         if flat is not None:
             flat[...] = 0
         for _, m in self.modules():
             if m.requires_grad:
-                for k, g in m.grads.items():
+                for k, zero in m._zero_grads.items():
                     if flat is None or k not in m._flat_keys:
-                        g[...] = 0
+                        zero[...] = 0
+                    m.grads[k] = zero
             m._caches.clear()
 
     def accumulate(self, name: str, grad) -> None:
-        """``grads[name] += grad`` unless the module is frozen."""
-        if self.requires_grad:
-            self.grads[name] += grad
+        """``grads[name] += grad`` unless the module is frozen, by reference the first
+        time after ``zero_grad`` (``grad`` is the backward's own, fresh array)."""
+        if not self.requires_grad:
+            return
+        current = self.grads[name]
+        self.grads[name] = grad if current is self._zero_grads[name] else current + grad
 
     def push(self, cache) -> None:
-        """Keep a forward cache for the matching backward (only while training)."""
-        if self.training:
+        """Keep a forward cache for the matching backward (only while training, and only
+        if a backward can run through this module)."""
+        if self.training and self.keeps_cache:
             self._caches.append(cache)
 
     def pop(self):
@@ -145,12 +157,16 @@ class Module:
     def to(self, dtype=None, backend: str | None = None) -> Module:
         """Cast every param, grad and buffer to ``dtype`` and/or move to ``backend``."""
         for _, m in self.modules():
-            for d in (m.params, m.grads, m.buffers):
+            for d in (m.params, m.buffers):
                 for k, v in d.items():
                     if backend is not None:
                         v = to_backend(v, backend)
                     d[k] = v.astype(dtype) if dtype is not None else v
+            for k, p in m.params.items():  # fresh zero gradients, no longer flat views
+                m.grads[k] = m._zero_grads[k] = get_xp(p).zeros_like(p)
+            m._flat_keys = frozenset()
             m._caches.clear()
+        self._flat_grads = None
         return self
 
     # ----------------------------------------------------------------- state dicts

@@ -52,7 +52,6 @@ def group_norm_forward(x, weight, bias, num_groups: int, eps: float = 1e-5):
         out: (N, C, *).
         cache: a ``GroupNormCache``.
     """
-    xp = get_xp(x)
     N, C = x.shape[:2]
     if C % num_groups != 0:
         raise ValueError(f"group_norm: {C} channels not divisible by {num_groups} groups")
@@ -61,7 +60,7 @@ def group_norm_forward(x, weight, bias, num_groups: int, eps: float = 1e-5):
     mean = xg.mean(axis=2, keepdims=True)
     centred = xg - mean
     var = (centred * centred).mean(axis=2, keepdims=True)
-    rstd = 1 / xp.sqrt(var + eps)  # (N, G, 1)
+    rstd = (var + eps) ** -0.5  # (N, G, 1): 1 / sqrt(var + eps)
     xhat = (centred * rstd).reshape(x.shape)  # back to (N, C, *)
     out = xhat
     if weight is not None:
@@ -166,6 +165,29 @@ def frozen_batch_norm_affine(weight, bias, running_mean, running_var, eps: float
     return scale, bias - running_mean * scale
 
 
+def frozen_batch_norm_affines(norms: list, xp=None):
+    """The (scale, shift) of many ``FrozenBatchNorm2d`` layers, computed together.
+
+    Their buffers are concatenated and ``frozen_batch_norm_affine`` runs once on the
+    result: a handful of array operations for the whole network instead of a few per
+    layer (on a GPU, each is a kernel launch). Every layer must share one ``eps``.
+
+    Returns:
+        one (scale, shift) pair of views per layer, in the order of ``norms``.
+    """
+    if not norms:
+        return []
+    eps = {m.eps for m in norms}
+    if len(eps) > 1:
+        raise ValueError(f"frozen_batch_norm_affines: layers with different eps {eps}")
+    xp = get_xp(norms[0].buffers["weight"])
+    cat = [xp.concatenate([m.buffers[k] for m in norms])
+           for k in ("weight", "bias", "running_mean", "running_var")]
+    scale, shift = frozen_batch_norm_affine(*cat, eps.pop())
+    splits = np.cumsum([m.num_features for m in norms])[:-1].tolist()
+    return list(zip(xp.split(scale, splits), xp.split(shift, splits)))
+
+
 def frozen_batch_norm_backward(dout, cache: FrozenBatchNormCache):
     """Gradient of ``frozen_batch_norm_forward`` w.r.t. x only: ``dx = dout * scale[c]``.
 
@@ -244,20 +266,28 @@ class FrozenBatchNorm2d(Module):
         self.buffers["bias"] = xp.zeros(num_features, dtype=dtype)
         self.buffers["running_mean"] = xp.zeros(num_features, dtype=dtype)
         self.buffers["running_var"] = xp.ones(num_features, dtype=dtype)
+        self.precomputed = None  # (scale, shift) for the current pass, see ``affine``
 
     def affine(self):
-        """(scale, shift), each (num_features,): this layer as ``x * scale + shift``."""
+        """(scale, shift), each (num_features,): this layer as ``x * scale + shift``.
+
+        ``ResNet.forward`` computes the affines of all its FrozenBN layers at once at the
+        start of a pass (``frozen_batch_norm_affines``) and leaves each layer its pair in
+        ``precomputed`` for that pass; on its own a layer computes its pair here.
+        """
+        if self.precomputed is not None:
+            return self.precomputed
         b = self.buffers
         return frozen_batch_norm_affine(
             b["weight"], b["bias"], b["running_mean"], b["running_var"], self.eps
         )
 
     def forward(self, x):
-        b = self.buffers
-        out, cache = frozen_batch_norm_forward(
-            x, b["weight"], b["bias"], b["running_mean"], b["running_var"], self.eps
-        )
-        self.push(cache)
+        scale, shift = self.affine()
+        cshape = _channel_shape(x)
+        out = x * scale.reshape(cshape)
+        out += shift.reshape(cshape)  # in place: one temporary, not two
+        self.push(FrozenBatchNormCache(scale.reshape(cshape)))
         return out
 
     def backward(self, dout):

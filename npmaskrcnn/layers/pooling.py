@@ -11,7 +11,9 @@ the FIRST one in row-major window order. A NaN in a window propagates to the out
 (which cell then receives the gradient is left unspecified).
 
 The fast version loops over the k_h * k_w kernel offsets (9 for the stem), never
-over pixels: each offset is one strided slice of the padded input.
+over pixels: each offset is one strided slice of the padded input. On a GPU (where
+each slice would be a launch) the windows are gathered as one (.., kh*kw) array and
+reduced once; the backward is one scatter-add.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import get_xp
+from ..backend import get_xp, on_device, scatter_add
 from .module import Module
 
 
@@ -91,7 +93,21 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, with_argmax=True)
     """
     xp = get_xp(x)
     (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = _geometry(x.shape, kernel_size, stride, padding)
+    if (kh, kw) == (1, 1):  # a subsampling (the FPN's P6): the window is one cell
+        out = xp.ascontiguousarray(x[:, :, ::sh, ::sw])
+        argmax = xp.zeros(out.shape, dtype=np.int8) if with_argmax else None
+        return out, (MaxPool2dCache(argmax, tuple(x.shape), (kh, kw), (sh, sw), (ph, pw))
+                     if with_argmax else None)
     xpad = _pad_neg_inf(x, ph, pw)
+    if on_device(xp) and with_argmax:  # GPU: every window's cells as one array, one argmax
+        N, C = x.shape[:2]
+        s_n, s_c, s_h, s_w = xpad.strides
+        windows = xp.lib.stride_tricks.as_strided(  # (N, C, Ho, Wo, kh, kw), a view
+            xpad, (N, C, Ho, Wo, kh, kw), (s_n, s_c, s_h * sh, s_w * sw, s_h, s_w))
+        cells = xp.ascontiguousarray(windows).reshape(N, C, Ho, Wo, kh * kw)
+        argmax = cells.argmax(axis=-1)  # the first maximum in row-major window order
+        out = cells.max(axis=-1)  # max, not the argmax's cell: a NaN propagates
+        return out, MaxPool2dCache(argmax, tuple(x.shape), (kh, kw), (sh, sw), (ph, pw))
     if not with_argmax:
         rows = sh * (Ho - 1) + 1  # window rows spanned by one kernel offset
         cols = xpad[..., 0 : sw * (Wo - 1) + 1 : sw].copy()  # (N, C, Hpad, Wo)
@@ -135,7 +151,22 @@ def max_pool2d_backward(dout, cache: MaxPool2dCache):
     N, C, H, W = cache.x_shape
     (kh, kw), (sh, sw), (ph, pw) = cache.kernel, cache.stride, cache.padding
     Ho, Wo = dout.shape[-2:]
-    dxpad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=dout.dtype)
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    if (kh, kw) == (1, 1):  # a subsampling: each output came from one input cell
+        dx = xp.zeros((N, C, H, W), dtype=dout.dtype)
+        dx[:, :, ::sh, ::sw] = dout
+        return dx
+    if on_device(xp):  # GPU: one scatter-add of every window's dout at its winner
+        # the winner's flat position in the padded gradient, (N, C, Ho, Wo)
+        rows = xp.arange(Ho)[:, None] * sh + cache.argmax // kw
+        cols = xp.arange(Wo)[None, :] * sw + cache.argmax % kw
+        planes = xp.arange(N * C).reshape(N, C, 1, 1) * (Hp * Wp)
+        dxpad = xp.zeros((N * C * Hp * Wp,), dtype=dout.dtype)
+        # overlapping windows (stride < kernel) may share a winner: accumulate
+        scatter_add(dxpad, (planes + rows * Wp + cols).reshape(-1), dout.reshape(-1))
+        dxpad = dxpad.reshape(N, C, Hp, Wp)
+        return xp.ascontiguousarray(dxpad[:, :, ph : ph + H, pw : pw + W])
+    dxpad = xp.zeros((N, C, Hp, Wp), dtype=dout.dtype)
     for a in range(kh):
         for b in range(kw):
             won = cache.argmax == a * kw + b  # (N, C, Ho, Wo) bool

@@ -23,6 +23,7 @@ Both compute exactly ``roi_align_naive``'s numbers (torchvision's semantics, see
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -60,8 +61,11 @@ def sample_grid(rois, PH: int, PW: int, spatial_scale, sampling_ratio: int, alig
         scale = t(spatial_scale)
     else:  # (R,) one per RoI -> (R, 1) against the (R, 2) corners
         scale = spatial_scale.astype(dtype)[:, None]
-    start = r[:, 1:3] * scale - offset  # (R, 2): x_start, y_start
-    size = (r[:, 3:5] * scale - offset) - start  # (R, 2): roi_w, roi_h
+    start = r[:, 1:3] * scale  # (R, 2): x_start, y_start
+    end = r[:, 3:5] * scale
+    if aligned:  # (x - 0.0 is x: the subtraction is skipped without the shift)
+        start, end = start - offset, end - offset
+    size = end - start  # (R, 2): roi_w, roi_h
     if not aligned:
         size = xp.maximum(size, t(1.0))  # torchvision forces malformed RoIs to 1x1
     bins = size / xp.asarray([PW, PH], dtype=dtype)
@@ -70,16 +74,31 @@ def sample_grid(rois, PH: int, PW: int, spatial_scale, sampling_ratio: int, alig
     else:
         grid = xp.maximum(xp.ceil(bins), 0).astype(np.int64)  # adaptive: ceil(roi / out)
 
-    def axis(k: int, P: int):
-        # adaptive grids: the largest one, read by the host (the padded sample count)
-        G = sampling_ratio if sampling_ratio > 0 else (int(grid[:, k].max()) if len(grid) else 0)
-        p = xp.arange(P, dtype=dtype)[None, :, None]
-        g = (xp.arange(G, dtype=dtype) + t(0.5))[None, None, :]
+    def axis(k, P: int):
+        """Sample coordinates along axis k (0: x, 1: y, slice(None): both at once)."""
+        if sampling_ratio > 0:
+            G, n = sampling_ratio, t(sampling_ratio)
+        else:  # adaptive grids: the largest one, read by the host (the padded sample count)
+            G = int(grid[:, k].max()) if len(grid) else 0
+            n = xp.maximum(grid[:, k], 1).astype(dtype)[..., None, None]
+        p, g = _bin_and_sample_offsets(P, G, np.dtype(dtype), xp)  # (1, P, 1), (1, 1, G)
         b = bins[:, k, None, None]
-        n = xp.maximum(grid[:, k], 1).astype(dtype)[:, None, None]
-        return start[:, k, None, None] + p * b + (g * b) / n  # (R, P, G)
+        return start[:, k, None, None] + p * b + (g * b) / n  # (R, [2,] P, G)
 
-    return r[:, 0].astype(np.int64), axis(1, PH), grid[:, 1], axis(0, PW), grid[:, 0]
+    batch = r[:, 0].astype(np.int64)
+    if PH == PW:  # square bins: both axes in one pass (an adaptive G: the larger of the two)
+        both = axis(slice(None), PH)  # (R, 2, P, G): x then y
+        return batch, both[:, 1], grid[:, 1], both[:, 0], grid[:, 0]
+    return batch, axis(1, PH), grid[:, 1], axis(0, PW), grid[:, 0]
+
+
+@lru_cache(maxsize=64)
+def _bin_and_sample_offsets(P: int, G: int, dtype, xp):
+    """The constants ``p`` (1, P, 1) and ``g + 1/2`` (1, 1, G) of the sample positions,
+    made once per size on the device (do not modify them)."""
+    p = xp.asarray(np.arange(P, dtype=dtype)[None, :, None])
+    g = xp.asarray((np.arange(G, dtype=dtype) + dtype.type(0.5))[None, None, :])
+    return p, g
 
 
 class RoIAlignCache(NamedTuple):
@@ -120,7 +139,7 @@ def roi_align_forward(x, rois, output_size, spatial_scale=1.0, sampling_ratio=-1
         table = x.transpose(0, 2, 3, 1).reshape(N * H * W, C)  # (N*H*W, C)
         size = xp.full(batch.shape, H, dtype=np.int64), xp.full(batch.shape, W, dtype=np.int64)
         out, plan = gather.forward(table, batch * (H * W), *size, ys, grid_h, xs, grid_w,
-                                   aggregation)
+                                   aggregation, fixed=sampling_ratio > 0)
         return out, RoIAlignCache(tuple(x.shape), plan, None, (0, 0))
     average = aggregation == "avg"
     rows, A_y, n_rows = interpolation_matrix(ys, grid_h, H, average)
@@ -185,8 +204,7 @@ def roi_align_levels_forward(features, rois, levels, scales, output_size, sampli
     shapes = [tuple(f.shape) for f in features]
     dtype = features[0].dtype
     if on_device(xp):  # every level's C-vectors in one table, every RoI in one gather
-        N, C = shapes[0][:2]
-        table = xp.concatenate([f.transpose(0, 2, 3, 1).reshape(-1, C) for f in features])
+        table = pyramid_table(features)
         offsets = np.cumsum([0] + [n * h * w for n, _, h, w in shapes[:-1]])
         per_level = xp.asarray(np.array([offsets, [s[2] for s in shapes],
                                          [s[3] for s in shapes]], dtype=np.int64))
@@ -195,7 +213,8 @@ def roi_align_levels_forward(features, rois, levels, scales, output_size, sampli
         batch, ys, grid_h, xs, grid_w = sample_grid(rois, PH, PW, scale, sampling_ratio,
                                                     aligned, dtype)
         out, plan = gather.forward(table, start + batch * height * width, height, width,
-                                   ys, grid_h, xs, grid_w, aggregation)
+                                   ys, grid_h, xs, grid_w, aggregation,
+                                   fixed=sampling_ratio > 0)
         return out, LevelsCache(shapes, dtype, [plan])
     out = xp.zeros((rois.shape[0], shapes[0][1], PH, PW), dtype=dtype)
     caches = []
@@ -208,6 +227,21 @@ def roi_align_levels_forward(features, rois, levels, scales, output_size, sampli
                                             sampling_ratio, aligned, aggregation)
         caches.append((idx, cache))
     return out, LevelsCache(shapes, dtype, caches)
+
+
+def pyramid_table(features):
+    """The maps' C-vectors as one (sum_l N*H_l*W_l, C) table, levels one after another:
+    each level written in place with its NHWC transpose (one copy per level)."""
+    xp = get_xp(*features)
+    c = features[0].shape[1]
+    sizes = [f.shape[0] * f.shape[2] * f.shape[3] for f in features]
+    table = xp.empty((sum(sizes), c), dtype=features[0].dtype)
+    start = 0
+    for f, size in zip(features, sizes):
+        n, _, h, w = f.shape
+        table[start:start + size].reshape(n, h, w, c)[...] = f.transpose(0, 2, 3, 1)
+        start += size
+    return table
 
 
 def roi_align_levels_backward(dout, cache: LevelsCache):

@@ -47,24 +47,31 @@ class GatherCache(NamedTuple):
     argmax: Any  # max only: (R, PH, PW, C) int64 winning sample iy*Gw + ix, -1 for none
 
 
-def _axis(coords, grid, size, average: bool):
+def _axis(coords, grid, size, average: bool, fixed: bool):
     """Corner indices (R, P, G, 2) and weights (R, P, G, 2) of the samples on one axis.
 
     ``coords`` (R, P, G) are sample coordinates, ``grid`` (R,) the real samples per bin
-    (later ones are padding: weight 0), ``size`` (R,) the map's length along the axis.
+    (later ones are padding: weight 0), ``size`` (R,) the map's length along the axis;
+    ``fixed``: every RoI has the same G samples (no padding). Both axes can go at once:
+    coords (2, R, P, G), grid (2, R) and size (2, R) give results (2, R, P, G, 2).
     """
     xp = get_xp(coords)
-    low, high, w_low, w_high = linear_weights_1d(coords, size[:, None, None])
-    real = xp.arange(coords.shape[2])[None, None, :] < grid[:, None, None]  # (R, 1, G)
-    scale = real.astype(coords.dtype)
-    if average:  # 1 / g per sample; max(g, 1) keeps an empty grid at 0 (torchvision's)
-        scale = scale / xp.maximum(grid, 1).astype(coords.dtype)[:, None, None]
+    dtype = coords.dtype
+    G = coords.shape[-1]
+    low, high, w_low, w_high = linear_weights_1d(coords, size[..., None, None])
     index = xp.stack([low, high], axis=-1)  # (R, P, G, 2)
-    weight = xp.stack([w_low, w_high], axis=-1) * scale[..., None]
-    return index, weight
+    weight = xp.stack([w_low, w_high], axis=-1)
+    if fixed:  # 1 / g per sample for an average, nothing to mask
+        return index, (weight * dtype.type(1 / G) if average and G else weight)
+    real = xp.arange(G) < grid[..., None, None]  # ([2,] R, 1, G)
+    scale = real.astype(dtype)
+    if average:  # 1 / g per sample; max(g, 1) keeps an empty grid at 0 (torchvision's)
+        scale = scale / xp.maximum(grid, 1).astype(dtype)[..., None, None]
+    return index, weight * scale[..., None]
 
 
-def forward(table, start, height, width, ys, grid_h, xs, grid_w, aggregation="avg"):
+def forward(table, start, height, width, ys, grid_h, xs, grid_w, aggregation="avg",
+            fixed: bool = False):
     """RoIAlign of R RoIs, each reading its own map inside ``table``.
 
     Args:
@@ -74,6 +81,7 @@ def forward(table, start, height, width, ys, grid_h, xs, grid_w, aggregation="av
         ys: (R, PH, Gh) sample rows, grid_h: (R,) real samples per bin along y;
         xs: (R, PW, Gw), grid_w: (R,) along x (``roi_align_fast.sample_grid``).
         aggregation: "avg" or "max".
+        fixed: every RoI has Gh x Gw real samples (a fixed sampling ratio).
     Returns:
         out (R, C, PH, PW) and a ``GatherCache``.
     """
@@ -82,8 +90,14 @@ def forward(table, start, height, width, ys, grid_h, xs, grid_w, aggregation="av
     PW, Gw = xs.shape[1:]
     C = table.shape[1]
     average = aggregation == "avg"
-    rows, wy = _axis(ys, grid_h, height, average)  # (R, PH, Gh, 2)
-    cols, wx = _axis(xs, grid_w, width, average)  # (R, PW, Gw, 2)
+    if ys.shape == xs.shape:  # square bins, one grid: both axes in one pass
+        grid = None if fixed else xp.stack([grid_h, grid_w])
+        index, weight = _axis(xp.stack([ys, xs]), grid, xp.stack([height, width]), average,
+                              fixed)
+        (rows, cols), (wy, wx) = index, weight  # (R, PH, Gh, 2) each
+    else:
+        rows, wy = _axis(ys, grid_h, height, average, fixed)  # (R, PH, Gh, 2)
+        cols, wx = _axis(xs, grid_w, width, average, fixed)  # (R, PW, Gw, 2)
     # (R, A, 1) rows against (R, 1, B) columns -> (R, A, B) table rows
     index = ((start[:, None] + rows.reshape(R, PH * Gh * 2) * width[:, None])[:, :, None]
              + cols.reshape(R, 1, PW * Gw * 2))

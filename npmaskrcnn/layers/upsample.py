@@ -25,43 +25,40 @@ import numpy as np
 
 from ..backend import get_xp, scatter_add
 from .module import Module
+from .sizes import as_pair
 
 
-def _pair(v) -> tuple:
-    if isinstance(v, (tuple, list)):
-        return v[0], v[1]
-    return v, v
+def source_index(n_in: int, n_out: int, scale_factor=None) -> np.ndarray:
+    """The input index copied by each output index along one axis: (n_out,) int64.
 
-
-def _source_index(xp, n_in: int, n_out: int, scale_factor):
-    """The input index copied by each output index along one axis: (n_out,) int64."""
-    dst = xp.arange(n_out, dtype=np.int64)
+    A function of the sizes only, so it is computed on the host (NumPy): the model's
+    arrays need it only to gather, and its shape tests need no device round-trip.
+    """
+    dst = np.arange(n_out, dtype=np.int64)
     if n_out == n_in:
         return dst
     if n_out == 2 * n_in:
         return dst // 2
     # PyTorch: scale = float(1 / scale_factor) if given, else float(in) / out, in float32
     scale = np.float32(1.0 / scale_factor if scale_factor is not None else n_in / n_out)
-    src = xp.floor(dst.astype(np.float32) * scale).astype(np.int64)
-    return xp.minimum(src, n_in - 1)
+    src = np.floor(dst.astype(np.float32) * scale).astype(np.int64)
+    return np.minimum(src, n_in - 1)
 
 
-def _integer_factor(xp, src, n_in: int, n_out: int):
+def _integer_factor(src: np.ndarray, n_in: int, n_out: int):
     """k when ``src == dst // k`` (each input copied k times in a row), else None."""
     if n_in == 0 or n_out % n_in != 0:
         return None
     k = n_out // n_in
-    if bool(xp.all(src == xp.arange(n_out, dtype=np.int64) // k)):
-        return k
-    return None
+    return k if np.array_equal(src, np.arange(n_out, dtype=np.int64) // k) else None
 
 
 class UpsampleNearest2dCache(NamedTuple):
     """What ``upsample_nearest2d_backward`` needs."""
 
     x_shape: tuple  # (N, C, H, W) of the input
-    src_h: Any  # (Ho,) int64: input row copied by each output row
-    src_w: Any  # (Wo,) int64: input column copied by each output column
+    src_h: Any  # (Ho,) int64 (NumPy): input row copied by each output row
+    src_w: Any  # (Wo,) int64 (NumPy): input column copied by each output column
     factor_h: int | None  # k when output row r copies input row r // k (fast path)
     factor_w: int | None  # same for columns
 
@@ -85,19 +82,20 @@ def upsample_nearest2d_forward(x, scale_factor=None, size=None):
     xp = get_xp(x)
     H, W = x.shape[-2:]
     if size is not None:
-        (Ho, Wo), (s_h, s_w) = (int(v) for v in _pair(size)), (None, None)
+        (Ho, Wo), (s_h, s_w) = as_pair(size), (None, None)
     else:
-        s_h, s_w = (float(v) for v in _pair(scale_factor))
+        s_h, s_w = (float(v) for v in (scale_factor if isinstance(scale_factor, (tuple, list))
+                                       else (scale_factor, scale_factor)))
         Ho, Wo = math.floor(H * s_h), math.floor(W * s_w)
-    src_h = _source_index(xp, H, Ho, s_h)
-    src_w = _source_index(xp, W, Wo, s_w)
-    k_h, k_w = _integer_factor(xp, src_h, H, Ho), _integer_factor(xp, src_w, W, Wo)
+    src_h = source_index(H, Ho, s_h)
+    src_w = source_index(W, Wo, s_w)
+    k_h, k_w = _integer_factor(src_h, H, Ho), _integer_factor(src_w, W, Wo)
     if k_h is not None and k_w is not None:
         # each pixel copied into a k_h x k_w block (the FPN's x2): repeat along W,
         # then whole rows along H (2x faster than the gathers below on NumPy)
         out = xp.repeat(xp.repeat(x, k_w, axis=3), k_h, axis=2)
     else:  # (N, C, H, W) -> (N, C, Ho, W) -> (N, C, Ho, Wo)
-        out = xp.take(xp.take(x, src_h, axis=2), src_w, axis=3)
+        out = xp.take(xp.take(x, xp.asarray(src_h), axis=2), xp.asarray(src_w), axis=3)
     return out, UpsampleNearest2dCache(tuple(x.shape), src_h, src_w, k_h, k_w)
 
 
@@ -114,7 +112,7 @@ def _sum_copies(g, axis: int, src, n_in: int, factor):
         return g.reshape(shape).sum(axis=axis + 1)  # (.., n_in*k, ..) -> (.., n_in, ..)
     moved = xp.moveaxis(g, axis, 0)  # (n_out, ...): scatter along the first axis
     acc = xp.zeros((n_in,) + moved.shape[1:], dtype=g.dtype)
-    scatter_add(acc, src, moved)
+    scatter_add(acc, xp.asarray(src), moved)
     return xp.moveaxis(acc, 0, axis)
 
 
@@ -138,14 +136,15 @@ def upsample_nearest2d_naive(x, scale_factor=None, size=None):
     """Loop reference for the forward: out[n, c, i, j] = x[n, c, src_h[i], src_w[j]].
 
     The source index is computed per pixel with NumPy float32 scalars (and PyTorch's
-    two CPU shortcuts), independently of ``_source_index``'s vectorised form.
+    two CPU shortcuts), independently of ``source_index``'s vectorised form.
     """
     xp = get_xp(x)
     N, C, H, W = x.shape
     if size is not None:
-        (Ho, Wo), (s_h, s_w) = (int(v) for v in _pair(size)), (None, None)
+        (Ho, Wo), (s_h, s_w) = as_pair(size), (None, None)
     else:
-        s_h, s_w = (float(v) for v in _pair(scale_factor))
+        s_h, s_w = (float(v) for v in (scale_factor if isinstance(scale_factor, (tuple, list))
+                                       else (scale_factor, scale_factor)))
         Ho, Wo = math.floor(H * s_h), math.floor(W * s_w)
 
     def src(dst, n_in, n_out, s):

@@ -33,7 +33,7 @@ from ..backend import Generator, get_xp
 from ..layers.activations import ReLU
 from ..layers.conv import Conv2d, conv2d_forward
 from ..layers.module import Module, Sequential, kaiming_normal
-from ..layers.norm import FrozenBatchNorm2d, GroupNorm
+from ..layers.norm import FrozenBatchNorm2d, GroupNorm, frozen_batch_norm_affines
 from ..layers.pooling import MaxPool2d
 
 LEVELS = ("C2", "C3", "C4", "C5")
@@ -152,9 +152,10 @@ class BasicBlock(Module):
             norm_layer = norm_factory(dtype=dtype, backend=rng.backend)
         self.conv1 = conv_fan_out(inplanes, planes, 3, stride, 1, rng, dtype)
         self.bn1 = norm_layer(planes)
-        self.relu = ReLU(inplace=True)  # used twice, as torchvision; its caches stack
+        self.relu1 = ReLU(inplace=True)  # torchvision reuses one ``relu``; one per use here
         self.conv2 = conv_fan_out(planes, planes, 3, 1, 1, rng, dtype)
         self.bn2 = norm_layer(planes)
+        self.relu2 = ReLU(inplace=True)
         self.downsample = downsample
         if downsample is not None:
             self.add_module("downsample", downsample)
@@ -163,18 +164,18 @@ class BasicBlock(Module):
         return self.bn2
 
     def forward(self, x):
-        out = self.relu(conv_norm(self.conv1, self.bn1, x))
+        out = self.relu1(conv_norm(self.conv1, self.bn1, x))
         out = conv_norm(self.conv2, self.bn2, out)
         out += _shortcut(self.downsample, x)  # in place: out is this block's own array
-        return self.relu(out)
+        return self.relu2(out)
 
     def backward(self, dout):
-        dsum = self.relu.backward(dout)  # d(branch + identity)
+        dsum = self.relu2.backward(dout)  # d(branch + identity)
         # The sum passes its gradient unchanged to both addends: the identity path...
         dx_identity = dsum if self.downsample is None else self.downsample.backward(dsum)
         # ...and the branch, in the reverse order of its forward.
         d = self.conv2.backward(self.bn2.backward(dsum))
-        dx_branch = self.conv1.backward(self.bn1.backward(self.relu.backward(d)))
+        dx_branch = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
         # x fed both paths, so its gradient is the sum of the two.
         return dx_branch + dx_identity
 
@@ -210,7 +211,9 @@ class Bottleneck(Module):
         self.bn2 = norm_layer(planes)
         self.conv3 = conv_fan_out(planes, planes * self.expansion, 1, 1, 0, rng, dtype)
         self.bn3 = norm_layer(planes * self.expansion)
-        self.relu = ReLU(inplace=True)  # used three times, as torchvision; caches stack
+        # torchvision reuses one ``relu`` three times; one module per use here
+        self.relu1, self.relu2, self.relu3 = ReLU(inplace=True), ReLU(inplace=True), ReLU(
+            inplace=True)
         self.downsample = downsample
         if downsample is not None:
             self.add_module("downsample", downsample)
@@ -219,20 +222,20 @@ class Bottleneck(Module):
         return self.bn3
 
     def forward(self, x):
-        out = self.relu(conv_norm(self.conv1, self.bn1, x))  # (N, planes, H, W)
-        out = self.relu(conv_norm(self.conv2, self.bn2, out))  # (N, planes, H', W')
+        out = self.relu1(conv_norm(self.conv1, self.bn1, x))  # (N, planes, H, W)
+        out = self.relu2(conv_norm(self.conv2, self.bn2, out))  # (N, planes, H', W')
         out = conv_norm(self.conv3, self.bn3, out)  # (N, 4 planes, H', W')
         out += _shortcut(self.downsample, x)  # in place: out is this block's own array
-        return self.relu(out)
+        return self.relu3(out)
 
     def backward(self, dout):
-        dsum = self.relu.backward(dout)  # d(branch + identity)
+        dsum = self.relu3.backward(dout)  # d(branch + identity)
         # The sum passes its gradient unchanged to both addends: the identity path...
         dx_identity = dsum if self.downsample is None else self.downsample.backward(dsum)
         # ...and the branch, in the reverse order of its forward.
         d = self.conv3.backward(self.bn3.backward(dsum))
-        d = self.conv2.backward(self.bn2.backward(self.relu.backward(d)))
-        dx_branch = self.conv1.backward(self.bn1.backward(self.relu.backward(d)))
+        d = self.conv2.backward(self.bn2.backward(self.relu2.backward(d)))
+        dx_branch = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
         # x fed both paths, so its gradient is the sum of the two.
         return dx_branch + dx_identity
 
@@ -259,12 +262,6 @@ def make_layer(block: type, inplanes: int, planes: int, blocks: int, stride: int
     layers += [block(out_channels, planes, 1, None, norm_layer, rng, dtype)
                for _ in range(1, blocks)]
     return Sequential(*layers)
-
-
-def _drop_caches(module: Module) -> None:
-    """Forget the forward caches of a frozen stage: its backward never runs."""
-    for _, m in module.modules():
-        m._caches.clear()
 
 
 class ResNetCache(NamedTuple):
@@ -344,10 +341,15 @@ class ResNet(Module):
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     _init_norm(m.last_norm(), 0.0)
         # stages in order: the stem (conv1, bn1; relu and maxpool have no params), layer1..4
-        stages = [(self.conv1, self.bn1)] + [(getattr(self, n),) for n in self.layer_names]
+        stages = [(self.conv1, self.bn1, self.relu, self.maxpool)] + [
+            (getattr(self, n),) for n in self.layer_names]
         for stage in stages[:frozen_stages]:
             for m in stage:
                 m.freeze()
+                # nothing below a frozen stage trains, so no backward ever runs through
+                # it: its layers keep no forward caches
+                for _, child in m.modules():
+                    child.keeps_cache = False
 
     @property
     def out_channels(self) -> list[int]:
@@ -361,28 +363,29 @@ class ResNet(Module):
 
     def forward(self, x):
         """(N, 3, H, W) -> [C2, C3, C4, C5] (those in ``return_layers``)."""
+        # every FrozenBN's (scale, shift) in one computation for this pass
+        norms = [m for _, m in self.modules() if isinstance(m, FrozenBatchNorm2d)]
+        for m, affine in zip(norms, frozen_batch_norm_affines(norms)):
+            m.precomputed = affine
         x = self.maxpool(self.relu(conv_norm(self.conv1, self.bn1, x)))  # (N, w, H/4, W/4)
-        if self.frozen_stages >= 1:
-            for m in (self.conv1, self.bn1, self.relu, self.maxpool):
-                _drop_caches(m)
         feats = []
         for i, name in enumerate(self.layer_names):
-            layer = getattr(self, name)
-            x = layer(x)  # (N, C_i, H / 2^(i+2), W / 2^(i+2))
-            if i < self.frozen_stages - 1:  # layer{i+1} is frozen
-                _drop_caches(layer)
+            x = getattr(self, name)(x)  # (N, C_i, H / 2^(i+2), W / 2^(i+2))
             if LEVELS[i] in self.return_layers:
                 feats.append(x)
+        for m in norms:  # the pairs belong to this pass only
+            m.precomputed = None
         self.push(ResNetCache([f.shape for f in feats], x.dtype, get_xp(x)))
         return feats
 
-    def backward(self, douts):
+    def backward(self, douts, input_grad: bool = True):
         """[dC2, dC3, dC4, dC5] (those returned; None = zeros) -> dx (N, 3, H, W) or None.
 
         Runs the stages in the exact reverse order of ``forward``; the gradient of each
         returned map adds to the gradient arriving from the stage above it. Backward stops
         at the first frozen stage, since nothing below it needs a gradient: with
-        ``frozen_stages >= 1`` the input gradient is not computed and None is returned.
+        ``frozen_stages >= 1`` the input gradient is not computed and None is returned;
+        likewise with ``input_grad=False`` (the stem conv then skips its dx).
         """
         douts = list(douts)
         if len(douts) != len(self.return_layers):
@@ -402,4 +405,4 @@ class ResNet(Module):
         if self.frozen_stages >= 1:
             return None
         grad = self.relu.backward(self.maxpool.backward(grad))
-        return self.conv1.backward(self.bn1.backward(grad))
+        return self.conv1.backward(self.bn1.backward(grad), input_grad)

@@ -67,21 +67,32 @@ class FastRCNNPredictor(Module):
 def fastrcnn_loss(class_logits, box_regression, labels, regression_targets, beta: float):
     """Classification + box regression loss of the sampled RoIs (tv ``fastrcnn_loss``).
 
+    Rows labelled ``ignore_index`` (-100, filler of a batch with too few candidates)
+    count for nothing, as in ``F.cross_entropy``; the box loss sums over the positive
+    rows and divides by the number of counted rows, torchvision's ``labels.numel()``.
+
     Args:
-        class_logits: (R, K); box_regression: (R, 4K); labels: (R,) int64 in [0, K);
-        regression_targets: (R, 4) encoded targets of each RoI's matched ground truth.
+        class_logits: (R, K); box_regression: (R, 4K); labels: (R,) int64 in [0, K) or
+            -100; regression_targets: (R, 4) encoded targets of each RoI's matched gt.
     Returns:
         (loss_classifier, loss_box_reg, dclass_logits (R, K), dbox_regression (R, 4K)).
     """
     xp = get_xp(class_logits)
     r = class_logits.shape[0]
     loss_cls, dclass_logits = softmax_cross_entropy(class_logits, labels)
-    pos = xp.nonzero(labels > 0)[0]
-    deltas = box_regression.reshape(r, -1, 4)  # (R, 4K) -> (R, K, 4)
-    loss_box, dpos = smooth_l1(deltas[pos, labels[pos]], regression_targets[pos], beta)
-    ddeltas = xp.zeros_like(deltas)
-    ddeltas[pos, labels[pos]] = dpos / max(r, 1)  # one (RoI, class) pair per row: no repeats
-    return loss_cls, loss_box / max(r, 1), dclass_logits, ddeltas.reshape(r, -1)
+    num_counted = (labels >= 0).sum()
+    loss_cls = xp.where(num_counted > 0, loss_cls, 0)  # no row at all: 0, not 0/0
+    positive = labels > 0
+    counted = xp.maximum(num_counted, 1).astype(class_logits.dtype)
+    rows = xp.arange(r)
+    channel = xp.maximum(labels, 0)  # each row's own class (background rows: unused)
+    deltas = box_regression.reshape(r, -1, 4)[rows, channel]  # (R, K, 4) -> (R, 4)
+    # the positives only: elsewhere the prediction is replaced by its target (loss 0)
+    loss_box, dsel = smooth_l1(xp.where(positive[:, None], deltas, regression_targets),
+                               regression_targets, beta)
+    ddeltas = xp.zeros((r, box_regression.shape[1] // 4, 4), dtype=box_regression.dtype)
+    ddeltas[rows, channel] = dsel / counted  # one (row, class) pair per row: no repeats
+    return loss_cls, loss_box / counted, dclass_logits, ddeltas.reshape(r, -1)
 
 
 __all__ = ["TwoMLPHead", "FastRCNNPredictor", "fastrcnn_loss"]

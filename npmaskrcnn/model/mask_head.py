@@ -16,12 +16,14 @@ compete — and class-agnostic masks (one output channel).
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import get_xp
 from ..layers.activations import ReLU
 from ..layers.conv import Conv2d
 from ..layers.conv_transpose import ConvTranspose2d
 from ..layers.module import Sequential, kaiming_normal
-from ..layers.roi_align import roi_align_forward
+from ..layers.roi_align import roi_align_forward, roi_align_levels_forward
 from ..losses.cross_entropy import softmax_cross_entropy
 from ..losses.sigmoid_bce import sigmoid_binary_cross_entropy
 
@@ -81,6 +83,30 @@ def project_masks_on_boxes(gt_masks, boxes, matched_idxs, m: int):
     rois = xp.concatenate([matched_idxs[:, None].astype(boxes.dtype), boxes], axis=1)
     masks = gt_masks[:, None].astype(boxes.dtype)  # (G, 1, H, W)
     out, _ = roi_align_forward(masks, rois, (m, m), 1.0, sampling_ratio=-1, aligned=False)
+    return out[:, 0]
+
+
+def project_masks(gt_masks, mask_rois, matched_idxs, m: int):
+    """``project_masks_on_boxes`` for RoIs of several images at once.
+
+    Each image's GT masks are one "level" of ``roi_align_levels_forward`` (a GPU reads
+    them all in one gather; a CPU loops over the images).
+
+    Args:
+        gt_masks: N arrays (G_i, H_i, W_i), binary.
+        mask_rois: (P, 5) ``[image, x1, y1, x2, y2]`` positive RoIs.
+        matched_idxs: (P,) index of each RoI's gt within its image.
+        m: the target side M.
+    Returns:
+        (P, M, M) soft targets in [0, 1]. No gradient.
+    """
+    xp = get_xp(mask_rois)
+    dtype = mask_rois.dtype
+    maps = [masks[:, None].astype(dtype) for masks in gt_masks]  # N x (G_i, 1, H_i, W_i)
+    rois = xp.concatenate([matched_idxs[:, None].astype(dtype), mask_rois[:, 1:]], axis=1)
+    out, _ = roi_align_levels_forward(maps, rois, mask_rois[:, 0].astype(np.int64),
+                                      [1.0] * len(maps), (m, m), sampling_ratio=-1,
+                                      aligned=False)
     return out[:, 0]
 
 

@@ -11,8 +11,6 @@ is written by hand and gradient-checked.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from ..backend import Generator, get_xp
@@ -22,10 +20,8 @@ from .backbone import ResNet
 from .fpn import FeaturePyramidNetwork
 from .roi_heads import RoIHeads
 from .rpn import RegionProposalNetwork
+from .targets import GroundTruth, TrainingSamples, batch_ground_truth
 from .transform import GeneralizedRCNNTransform
-
-RPN_LOSSES = ("loss_objectness", "loss_rpn_box_reg")
-ROI_LOSSES = ("loss_classifier", "loss_box_reg", "loss_mask")
 
 
 class BackboneWithFPN(Module):
@@ -46,8 +42,8 @@ class BackboneWithFPN(Module):
     def forward(self, x):
         return self.fpn(self.body(x))
 
-    def backward(self, dfeatures):
-        return self.body.backward(self.fpn.backward(dfeatures))
+    def backward(self, dfeatures, input_grad: bool = False):
+        return self.body.backward(self.fpn.backward(dfeatures), input_grad)
 
 
 class MaskRCNN(Module):
@@ -84,34 +80,51 @@ class MaskRCNN(Module):
     def forward(self, images, targets=None):
         """Training: images N x (3, H, W) in [0, 1], targets N dicts -> dict of losses."""
         batch, image_sizes, targets = self.transform(images, targets)  # (N, 3, Hp, Wp)
-        return self.forward_batch(batch, image_sizes, targets)
+        gt = batch_ground_truth(targets, batch.dtype)                  # padded to G per image
+        losses, _ = self.forward_batch(batch, image_sizes, gt)
+        return losses
 
-    def forward_batch(self, batch, image_sizes, targets):
-        """The differentiable part, from the normalised, padded batch to the losses."""
-        targets = [drop_degenerate_boxes(t, i) for i, t in enumerate(targets)]
+    def forward_batch(self, batch, image_sizes, gt: GroundTruth,
+                      samples: TrainingSamples | None = None):
+        """The differentiable part, from the normalised, padded batch to the losses.
+
+        Returns the losses and the ``TrainingSamples`` the step used; passing them back
+        as ``samples`` repeats the step with the same proposals and sampled anchors and
+        RoIs (what a gradient check needs).
+        """
+        s = samples or TrainingSamples(None, None, None)
         features = self.backbone(batch)                      # L x (N, 256, H/s, W/s)
-        proposals, rpn_losses = self.rpn(batch.shape[-2:], image_sizes, features, targets)
+        proposals, rpn_losses, rpn_samples = self.rpn(       # (N, P, 4), no gradient
+            batch.shape[-2:], image_sizes, features, gt, s.proposals, s.rpn)
         pooled = features[: self.num_pooled_levels]          # P2..P5 (P6 is RPN-only)
-        _, roi_losses = self.roi_heads(pooled, proposals, image_sizes, targets)
-        return {**rpn_losses, **roi_losses}
+        roi_losses, roi_samples = self.roi_heads(pooled, proposals, image_sizes, gt, s.roi)
+        return ({**rpn_losses, **roi_losses},
+                TrainingSamples(rpn_samples, proposals, roi_samples))
 
-    def backward(self):
-        """Gradients of sum_k w_k * loss_k for every parameter (and the batch, returned)."""
-        w = self.cfg.loss_weights
-        dpooled = self.roi_heads.backward(*(w[k] for k in ROI_LOSSES))  # P2..P5
-        dfeatures = self.rpn.backward(*(w[k] for k in RPN_LOSSES))      # P2..P6
+    def backward(self, dloss: dict | None = None, input_grad: bool = False):
+        """The chain rule from the losses down to the parameters, ``forward`` reversed.
+
+        Args:
+            dloss: d(total)/d(loss) for each loss by name; the total is
+                ``sum_k w_k * loss_k``, so by default each is its weight w_k
+                (``cfg.loss_weights``).
+            input_grad: also return d(total)/d(batch) (gradient checks); without it
+                the stem convolution skips its input gradient.
+        Returns:
+            (N, 3, Hp, Wp) or None. Every trainable parameter's ``grads`` is filled.
+        """
+        dloss = dict(self.cfg.loss_weights) if dloss is None else dloss
+        dpooled = self.roi_heads.backward(dloss)                       # box + mask -> P2..P5
+        dfeatures = self.rpn.backward(dloss)                           # RPN -> P2..P6
         for i, d in enumerate(dpooled):
-            dfeatures[i] = dfeatures[i] + d
-        return self.backbone.backward(dfeatures)                        # (N, 3, Hp, Wp)
+            dfeatures[i] = dfeatures[i] + d                            # both used P2..P5
+        return self.backbone.backward(dfeatures, input_grad)           # FPN, ResNet
 
     def total_loss(self, losses: dict) -> float:
-        """sum_k w_k * loss_k, as a Python float."""
-        return float(sum(self.cfg.loss_weights[k] * float(v) for k, v in losses.items()))
-
-    def hold_sampling(self, hold: bool = True) -> None:
-        """Reuse the last proposals and sampled anchors/RoIs (for gradient checks)."""
-        self.rpn.hold_sampling = hold
-        self.roi_heads.hold_sampling = hold
+        """sum_k w_k * loss_k, as a Python float (one read of the device)."""
+        xp = get_xp(*losses.values())
+        total = sum(self.cfg.loss_weights[k] * v for k, v in losses.items())
+        return float(xp.asarray(total))
 
     # ------------------------------------------------------------------ inference
     def predict(self, images, paste_masks: bool = True):
@@ -125,36 +138,10 @@ class MaskRCNN(Module):
             original_sizes = [tuple(im.shape[-2:]) for im in images]
             batch, image_sizes, _ = self.transform(images, None)
             features = self.backbone(batch)
-            proposals, _ = self.rpn(batch.shape[-2:], image_sizes, features, None)
-            detections, _ = self.roi_heads(features[: self.num_pooled_levels], proposals,
-                                           image_sizes)
+            proposals, _, _ = self.rpn(batch.shape[-2:], image_sizes, features)
+            detections = self.roi_heads(features[: self.num_pooled_levels], proposals,
+                                        image_sizes)
             return self.transform.postprocess(detections, image_sizes, original_sizes,
                                               paste_masks)
         finally:
             self.train(was_training)
-
-
-def drop_degenerate_boxes(target: dict, index: int) -> dict:
-    """Remove crowd regions and boxes of zero width or height (with a warning).
-
-    A zero-width box has no valid regression target (log 0) and would put a NaN into
-    the loss; crowd regions are never positives. Both are dropped before matching.
-    """
-    boxes = target["boxes"]
-    xp = get_xp(boxes)
-    wh = boxes[:, 2:] - boxes[:, :2]
-    ok = (wh > 0).all(axis=1)
-    bad = int((~ok).sum())
-    if bad:
-        warnings.warn(f"image {index}: dropped {bad} ground-truth box(es) of zero width or "
-                      "height", stacklevel=3)
-    if "iscrowd" in target:
-        ok &= xp.asarray(target["iscrowd"]) == 0
-    if bool(ok.all()):
-        return target
-    keep = xp.nonzero(ok)[0]
-    out = dict(target)
-    for k in ("boxes", "labels", "masks", "iscrowd", "area", "keypoints"):
-        if k in out and out[k] is not None and len(out[k]) == len(ok):
-            out[k] = out[k][keep]
-    return out

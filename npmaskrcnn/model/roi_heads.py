@@ -1,8 +1,8 @@
 """The RoI heads: sample RoIs, pool them, run the box and mask branches.
 
-Training, per image (paper 3.1; tv ``RoIHeads``):
+Training (paper 3.1; tv ``RoIHeads``), all images of the batch at once:
 
-    proposals + gt boxes ─ Matcher(0.5, 0.5) ─ sample 512 at 25 % positive
+    proposals + gt boxes ─ Matcher(0.5, 0.5) ─ sample 512 per image at 25 % positive
         → labels (0 = background), regression targets (weights 10, 10, 5, 5)
     box pooler (7x7) → box head → class logits, deltas → fastrcnn_loss
     mask pooler (14x14) on the *positive* RoIs → mask head → mask logits (P, K, 28, 28)
@@ -19,21 +19,23 @@ per-class NMS 0.5, top 100) → mask branch on the final boxes → mask probabil
 
 from __future__ import annotations
 
-from ..backend import get_xp
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..backend import asnumpy, get_xp
 from ..boxes.coder import BoxCoder
 from ..boxes.matcher import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher
-from ..boxes.ops import box_iou
-from ..boxes.sampler import BalancedPositiveNegativeSampler
+from ..boxes.ops import box_iou_batched
+from ..boxes.sampler import sample_balanced, sampled_first
 from ..layers.module import Module
 from .box_head import FastRCNNPredictor, TwoMLPHead, fastrcnn_loss
-from .mask_head import (
-    MaskRCNNHeads,
-    MaskRCNNPredictor,
-    maskrcnn_loss,
-    project_masks_on_boxes,
-)
+from .mask_head import MaskRCNNHeads, MaskRCNNPredictor, maskrcnn_loss, project_masks
 from .poolers import MultiScaleRoIPooler
 from .postprocess import mask_probabilities, postprocess_detections
+from .targets import GroundTruth, Proposals
+
+IGNORE = -100  # label of a filler row: ignored by the classification loss (F.cross_entropy)
 
 
 def boxes_to_rois(boxes_per_image):
@@ -44,8 +46,37 @@ def boxes_to_rois(boxes_per_image):
     return xp.concatenate(rows, axis=0)
 
 
+class RoISamples(NamedTuple):
+    """The RoIs the heads train on and their targets (no gradient); R = N * B rows,
+    image by image, each image's sampled positives first."""
+
+    rois: Any  # (R, 5) [image, x1, y1, x2, y2]
+    labels: Any  # (R,) int64 class (0 background), IGNORE for filler rows
+    regression_targets: Any  # (R, 4) deltas to the matched gt (0 unless positive)
+    mask_rois: Any  # (P, 5) the positive RoIs
+    mask_labels: Any  # (P,) their classes
+    mask_targets: Any  # (P, M, M) their matched gt masks, RoIAligned onto them
+
+
+class RoIHeadsCache(NamedTuple):
+    """The loss gradients w.r.t. the heads' outputs, per unit of each loss."""
+
+    dclass_logits: Any  # (R, K)
+    dbox_regression: Any  # (R, 4K)
+    dmask_logits: Any  # (P, K, M, M)
+
+
 class RoIHeads(Module):
-    """Box and mask branches with their sampling, targets and losses."""
+    """Box and mask branches with their sampling, targets and losses.
+
+    Args:
+        cfg: the ``RoIHeadsConfig``.
+        in_channels: channels of the pooled feature maps.
+        num_classes: K, background included.
+        scales: spatial scale of each feature map pooled from (1/4 ... 1/32 for FPN).
+        rng: the model's ``Generator`` (the sampler's random keys).
+        dtype: float dtype of the parameters.
+    """
 
     def __init__(self, cfg, in_channels: int, num_classes: int, scales, rng, dtype):
         super().__init__()
@@ -65,109 +96,133 @@ class RoIHeads(Module):
         self.box_coder = BoxCoder(weights=tuple(cfg.bbox_reg_weights))
         self.matcher = Matcher(cfg.fg_iou_thresh, cfg.bg_iou_thresh,
                                allow_low_quality_matches=False)
-        self.sampler = BalancedPositiveNegativeSampler(cfg.batch_size_per_image,
-                                                       cfg.positive_fraction)
         self.rng = rng
-        self.hold_sampling = False  # gradient checks: reuse the last sampled RoIs
-        self._held = None
 
     # ------------------------------------------------------------------ sampling
-    def select_training_samples(self, proposals, targets):
+    def select_training_samples(self, proposals: Proposals, gt: GroundTruth) -> RoISamples:
         """Append the GT boxes, match, sample, and build every target (no gradient).
 
-        Returns a dict: ``rois`` (R, 5), ``labels`` (R,), ``regression_targets``
-        (R, 4), and for the positives ``mask_rois`` (P, 5), ``mask_labels`` (P,),
-        ``mask_targets`` (P, M, M).
+        Per image (tv ``select_training_samples``): the ground-truth boxes join the
+        proposals (so every object has at least one perfect RoI); each candidate takes
+        the label of the gt it overlaps most if IoU >= 0.5, else background; B =
+        ``batch_size_per_image`` are sampled with at most a quarter positive; positives
+        get regression targets and, for the mask branch, mask targets.
         """
         cfg = self.cfg
-        xp = get_xp(*proposals)
+        xp = get_xp(proposals.boxes)
+        n, g = gt.boxes.shape[:2]
+        rows = xp.arange(n)[:, None]
+        candidates = xp.concatenate([proposals.boxes, gt.boxes.astype(proposals.boxes.dtype)],
+                                    axis=1)  # (N, P + G, 4)
+        valid = xp.concatenate([proposals.valid, gt.valid], axis=1)
+        if g:
+            matched = self.matcher(box_iou_batched(gt.boxes, candidates), gt.valid)
+            labels = gt.labels[rows, xp.maximum(matched, 0)]  # (N, P + G)
+            labels = xp.where(matched == BELOW_LOW_THRESHOLD, 0, labels)
+            labels = xp.where(matched == BETWEEN_THRESHOLDS, -1, labels)
+        else:  # no object in the batch: every candidate is background
+            matched = xp.zeros(valid.shape, dtype=np.int64)
+            labels = xp.zeros(valid.shape, dtype=np.int64)
+        labels = xp.where(valid, labels, -1)  # padding proposals are never sampled
+        keys = xp.asarray(self.rng.uniform(size=labels.shape, dtype=candidates.dtype))
+        pos, neg = sample_balanced(labels, keys, cfg.batch_size_per_image,
+                                   cfg.positive_fraction)
+        # (N, B): each image's sampled RoIs, positives first, filler marked invalid
+        index, sampled = sampled_first(pos, neg, keys,
+                                       min(cfg.batch_size_per_image, labels.shape[1]))
+        boxes = candidates[rows, index]  # (N, B, 4)
+        positive = pos[rows, index]
+        matched = xp.maximum(matched[rows, index], 0)
+        # regression targets of the positives; every other row gets the unit box for both
+        # (target 0; a padding row's empty box would give 0/0)
+        unit = xp.asarray(np.array([0, 0, 1, 1], dtype=boxes.dtype))
+        target_boxes = xp.where(positive[..., None], gt.boxes[rows, matched] if g else boxes,
+                                unit)
+        reference_boxes = xp.where(positive[..., None], boxes, unit)
+        b = index.shape[1]
+        rois = xp.concatenate([xp.broadcast_to(rows[..., None], (n, b, 1)).astype(boxes.dtype),
+                               boxes], axis=2).reshape(n * b, 5)
+        roi_labels = xp.where(sampled, labels[rows, index], IGNORE).reshape(n * b)
+        # the positives are a prefix of each image's rows: their count per image, read
+        # by the host, sizes the mask branch (the one host round-trip of sampling)
+        num_pos = asnumpy(positive.sum(axis=1)).tolist()
+        first = np.concatenate([i * b + np.arange(k) for i, k in enumerate(num_pos)]
+                               + [np.zeros(0, np.int64)])
+        first = xp.asarray(first.astype(np.int64))
+        mask_rois = rois[first]
         m = 2 * cfg.mask_pool_size  # the deconv doubles the pooled side
-        boxes_s, labels_s, reg_s, mrois, mlabels, mtargets = [], [], [], [], [], []
-        for i, (props, t) in enumerate(zip(proposals, targets)):
-            gt_boxes, gt_labels = t["boxes"], t["labels"]
-            props = xp.concatenate([props, gt_boxes.astype(props.dtype)], axis=0)
-            if gt_boxes.shape[0] == 0:
-                matched = xp.zeros((props.shape[0],), dtype=xp.int64)
-                labels = xp.zeros((props.shape[0],), dtype=xp.int64)
-            else:
-                matched_raw = self.matcher(box_iou(gt_boxes, props))
-                matched = xp.maximum(matched_raw, 0)
-                labels = gt_labels[matched].astype(xp.int64)
-                labels[matched_raw == BELOW_LOW_THRESHOLD] = 0
-                labels[matched_raw == BETWEEN_THRESHOLDS] = -1
-            pos, neg = self.sampler(labels, self.rng)
-            keep = xp.concatenate([pos, neg])
-            b, lab, mt = props[keep], labels[keep], matched[keep]
-            if gt_boxes.shape[0]:
-                reg = self.box_coder.encode(gt_boxes[mt].astype(b.dtype), b)
-            else:
-                reg = xp.zeros_like(b)
-            boxes_s.append(b)
-            labels_s.append(lab)
-            reg_s.append(reg)
-            npos = int(pos.shape[0])
-            mrois.append(xp.concatenate([xp.full((npos, 1), i, dtype=b.dtype), b[:npos]], 1))
-            mlabels.append(lab[:npos])
-            mtargets.append(project_masks_on_boxes(t["masks"], b[:npos], mt[:npos], m)
-                            if npos else xp.zeros((0, m, m), dtype=b.dtype))
-        return {"rois": boxes_to_rois(boxes_s), "labels": xp.concatenate(labels_s),
-                "regression_targets": xp.concatenate(reg_s, axis=0),
-                "mask_rois": xp.concatenate(mrois, axis=0),
-                "mask_labels": xp.concatenate(mlabels),
-                "mask_targets": xp.concatenate(mtargets, axis=0)}
+        if first.shape[0] and gt.masks is not None:
+            mask_targets = project_masks(gt.masks, mask_rois, matched.reshape(-1)[first], m)
+        else:
+            mask_targets = xp.zeros((first.shape[0], m, m), dtype=boxes.dtype)
+        return RoISamples(
+            rois, roi_labels,
+            self.box_coder.encode(target_boxes, reference_boxes).reshape(n * b, 4),
+            mask_rois, roi_labels[first], mask_targets)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, features, proposals, image_sizes, targets=None):
+    def forward(self, features, proposals: Proposals, image_sizes, gt: GroundTruth | None = None,
+                samples: RoISamples | None = None):
         """
         Args:
-            features: the maps to pool from (P2..P5, or one map); proposals: N x (R_i, 4).
+            features: the maps to pool from (P2..P5, or one map).
+            proposals: the RPN's ``Proposals``.
+            image_sizes: N x (h, w) of the resized images.
+            gt: the batch's ``GroundTruth``, in training.
+            samples: reuse these ``RoISamples`` instead of sampling (gradient checks).
         Returns:
-            (detections, losses): in training ``([], {loss_classifier, loss_box_reg,
-            loss_mask})``; in eval ``(N dicts of boxes, labels, scores, masks (D,1,M,M)), {}``.
+            training: ``(losses, samples)`` with losses ``{loss_classifier, loss_box_reg,
+            loss_mask}``; eval: N dicts of detections (boxes, labels, scores,
+            masks (D, 1, M, M)).
         """
         if not self.training:
-            return self.predict(features, proposals, image_sizes), {}
-        if self.hold_sampling and self._held is not None:
-            s = self._held
-        else:
-            s = self._held = self.select_training_samples(proposals, targets)
+            return self.predict(features, proposals, image_sizes)
+        if samples is None:
+            samples = self.select_training_samples(proposals, gt)
         cfg = self.cfg
         # box branch on every sampled RoI
-        x = self.box_roi_pool(features, s["rois"])           # (R, C, 7, 7)
-        x = self.box_head(x)                                 # (R, 1024)
-        class_logits, box_regression = self.box_predictor(x)  # (R, K), (R, 4K)
+        x = self.box_roi_pool(features, samples.rois)          # (R, C, 7, 7)
+        x = self.box_head(x)                                   # (R, 1024)
+        class_logits, box_regression = self.box_predictor(x)   # (R, K), (R, 4K)
         loss_cls, loss_box, dcls, dbox = fastrcnn_loss(
-            class_logits, box_regression, s["labels"], s["regression_targets"],
+            class_logits, box_regression, samples.labels, samples.regression_targets,
             cfg.smooth_l1_beta)
         # mask branch on the positive RoIs only
-        y = self.mask_roi_pool(features, s["mask_rois"])     # (P, C, 14, 14)
-        mask_logits = self.mask_predictor(self.mask_head(y))  # (P, K, 28, 28)
-        loss_mask, dmask = maskrcnn_loss(mask_logits, s["mask_targets"], s["mask_labels"],
-                                         cfg.mask_loss)
-        self.push((dcls, dbox, dmask))
+        y = self.mask_roi_pool(features, samples.mask_rois)    # (P, C, 14, 14)
+        mask_logits = self.mask_predictor(self.mask_head(y))   # (P, K, 28, 28)
+        loss_mask, dmask = maskrcnn_loss(mask_logits, samples.mask_targets,
+                                         samples.mask_labels, cfg.mask_loss)
+        self.push(RoIHeadsCache(dcls, dbox, dmask))
         losses = {"loss_classifier": loss_cls, "loss_box_reg": loss_box, "loss_mask": loss_mask}
-        return [], losses
+        return losses, samples
 
-    def backward(self, w_classifier=1.0, w_box_reg=1.0, w_mask=1.0):
+    def backward(self, dloss: dict):
         """Gradients of the weighted losses w.r.t. the pooled-from features.
 
-        Reverse order of ``forward``: mask branch first, then the box branch; the two
+        ``dloss[name]`` is d(total loss)/d(loss ``name``) -- the loss weight. Reverse
+        order of ``forward``: the mask branch first, then the box branch; the two
         poolers scatter into the same levels, so their gradients add.
         """
-        dcls, dbox, dmask = self.pop()
-        dy = self.mask_head.backward(self.mask_predictor.backward(w_mask * dmask))
+        cache = self.pop()
+        dmask_logits = dloss["loss_mask"] * cache.dmask_logits
+        dy = self.mask_head.backward(self.mask_predictor.backward(dmask_logits))
         dfeat_mask = self.mask_roi_pool.backward(dy)
-        dx = self.box_head.backward(self.box_predictor.backward(w_classifier * dcls,
-                                                                w_box_reg * dbox))
+        dclass_logits = dloss["loss_classifier"] * cache.dclass_logits
+        dbox_regression = dloss["loss_box_reg"] * cache.dbox_regression
+        dx = self.box_head.backward(self.box_predictor.backward(dclass_logits, dbox_regression))
         dfeat_box = self.box_roi_pool.backward(dx)
         return [a + b for a, b in zip(dfeat_box, dfeat_mask)]
 
     # ------------------------------------------------------------------ inference
-    def predict(self, features, proposals, image_sizes):
+    def predict(self, features, proposals: Proposals, image_sizes):
         """Detections per image: boxes (D, 4), labels (D,), scores (D,), masks (D,1,M,M)."""
         xp = get_xp(features[0])
         cfg = self.cfg
-        x = self.box_head(self.box_roi_pool(features, boxes_to_rois(proposals)))
+        n, p = proposals.valid.shape
+        rows = xp.broadcast_to(xp.arange(n)[:, None, None], (n, p, 1))
+        rois = xp.concatenate([rows.astype(proposals.boxes.dtype), proposals.boxes],
+                              axis=2).reshape(n * p, 5)
+        x = self.box_head(self.box_roi_pool(features, rois))
         class_logits, box_regression = self.box_predictor(x)
         boxes, scores, labels = postprocess_detections(
             class_logits, box_regression, proposals, image_sizes, self.box_coder,

@@ -1,9 +1,9 @@
-"""The Region Proposal Network (Ren et al. 2015; FPN paper section 4.1; Mask R-CNN 3.1).
+"""The Region Proposal Network (Faster R-CNN 3.1; FPN paper 4.1; Mask R-CNN 3.1).
 
 A shared head runs over every pyramid level: a 3x3 conv + ReLU, then two 1x1 convs
 giving A objectness logits and 4A box deltas per position. Anchors are matched to the
 ground truth (IoU >= 0.7 positive, < 0.3 negative, plus each ground truth's best
-anchors), 256 per image are sampled half positive, and the loss is
+anchors: Faster R-CNN 3.1.2), 256 per image are sampled half positive, and the loss is
 
     L_rpn = BCE(objectness[sampled], labels[sampled])                     (mean)
           + sum_{positives} smoothL1_beta(deltas - targets) / #sampled    (beta = 1/9)
@@ -13,98 +13,56 @@ and cut to ``post_nms_top_n``. **They are constants: no gradient flows through t
 proposals** (torchvision detaches the deltas before decoding; so do we, by never
 differentiating the decode). Gradients reach the head only through the loss.
 
+Every step works on the whole batch at once -- images as the first axis, levels as
+padded rows -- so the number of array operations does not grow with the batch.
+
 Semantics: torchvision ``models/detection/rpn.py`` (``RPNHead``,
 ``RegionProposalNetwork``, ``concat_box_prediction_layers``).
 """
 
 from __future__ import annotations
 
-from ..backend import get_xp
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..backend import get_xp, on_device
 from ..boxes.anchors import AnchorGenerator
 from ..boxes.coder import BoxCoder
 from ..boxes.matcher import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher
-from ..boxes.nms import batched_nms
-from ..boxes.ops import box_iou, clip_boxes_to_image, remove_small_boxes
-from ..boxes.sampler import BalancedPositiveNegativeSampler
-from ..layers.activations import ReLU
-from ..layers.conv import Conv2d
-from ..layers.module import Module, Sequential
+from ..boxes.nms import nms_padded
+from ..boxes.ops import box_iou, clip_boxes_to_images
+from ..boxes.sampler import sample_balanced
+from ..layers.module import Module
 from ..losses.sigmoid_bce import sigmoid_binary_cross_entropy
 from ..losses.smooth_l1 import smooth_l1
+from .rpn_head import RPNHead, flatten_predictions, unflatten_gradients  # noqa: F401
+from .targets import GroundTruth, Proposals
 
 
-class RPNHead(Module):
-    """3x3 conv + ReLU, then 1x1 convs to A logits and 4A deltas, shared over levels.
+class AnchorSamples(NamedTuple):
+    """The anchors the RPN loss sees, for every image of the batch (no gradient)."""
 
-    Names as torchvision: ``conv.0.0``, ``cls_logits``, ``bbox_pred``; weights
-    N(0, 0.01), biases 0 (tv ``RPNHead``).
-    """
-
-    def __init__(self, in_channels: int, num_anchors: int, rng, dtype):
-        super().__init__()
-        conv = Conv2d(in_channels, in_channels, 3, padding=1, rng=rng, dtype=dtype)
-        self.conv = Sequential(Sequential(conv, ReLU()))
-        self.cls_logits = Conv2d(in_channels, num_anchors, 1, rng=rng, dtype=dtype)
-        self.bbox_pred = Conv2d(in_channels, 4 * num_anchors, 1, rng=rng, dtype=dtype)
-        for m in (conv, self.cls_logits, self.bbox_pred):
-            m.params["weight"][...] = rng.normal(0.0, 0.01, m.params["weight"].shape,
-                                                 dtype=m.params["weight"].dtype)
-            m.params["bias"][...] = 0
-
-    def forward(self, features):
-        """features: L maps (N, C, H_l, W_l) -> (logits L x (N, A, H_l, W_l),
-        deltas L x (N, 4A, H_l, W_l))."""
-        logits, deltas = [], []
-        for f in features:
-            t = self.conv(f)
-            logits.append(self.cls_logits(t))
-            deltas.append(self.bbox_pred(t))
-        return logits, deltas
-
-    def backward(self, dlogits, ddeltas):
-        """Levels in reverse order (the caches are stacks); returns L x dfeatures."""
-        dfeatures = [None] * len(dlogits)
-        for lvl in reversed(range(len(dlogits))):
-            dt = self.bbox_pred.backward(ddeltas[lvl]) + self.cls_logits.backward(dlogits[lvl])
-            dfeatures[lvl] = self.conv.backward(dt)
-        return dfeatures
+    positive: Any  # (N, A) bool: sampled anchors matched to a ground truth
+    negative: Any  # (N, A) bool: sampled background anchors
+    regression_targets: Any  # (N, A, 4) deltas to each anchor's matched ground truth
 
 
-def flatten_predictions(logits, deltas):
-    """Per-level head outputs -> anchor-ordered rows (level, position, anchor).
+class RPNLossCache(NamedTuple):
+    """The loss gradients w.r.t. the head outputs, per unit of each loss."""
 
-    (N, A, H, W) -> (N, H*W*A) and (N, 4A, H, W) -> (N, H*W*A, 4), concatenated over
-    levels; tv ``concat_box_prediction_layers``.
-    """
-    flat_logits, flat_deltas = [], []
-    for lg, dl in zip(logits, deltas):
-        n, a, h, w = lg.shape
-        flat_logits.append(lg.transpose(0, 2, 3, 1).reshape(n, h * w * a))
-        # (N, A*4, H, W) -> (N, A, 4, H, W) -> (N, H, W, A, 4) -> (N, H*W*A, 4)
-        flat_deltas.append(dl.reshape(n, a, 4, h, w).transpose(0, 3, 4, 1, 2).reshape(n, -1, 4))
-    return flat_logits, flat_deltas
-
-
-def unflatten_gradients(dlogits, ddeltas, shapes):
-    """The inverse of ``flatten_predictions`` for the gradients, level by level."""
-    out_logits, out_deltas = [], []
-    start = 0
-    for n, a, h, w in shapes:
-        stop = start + h * w * a
-        out_logits.append(dlogits[:, start:stop].reshape(n, h, w, a).transpose(0, 3, 1, 2))
-        dd = ddeltas[:, start:stop].reshape(n, h, w, a, 4).transpose(0, 3, 4, 1, 2)
-        out_deltas.append(dd.reshape(n, a * 4, h, w))
-        start = stop
-    return out_logits, out_deltas
+    dobjectness: Any  # (N, sumA) d loss_objectness / d objectness
+    dpred_deltas: Any  # (N, sumA, 4) d loss_rpn_box_reg / d pred_deltas
+    shapes: list  # the (N, A, H, W) of each level's logits
 
 
 class RegionProposalNetwork(Module):
     """Anchors, the head, targets and loss (training), and proposals (always).
 
-    ``forward`` returns the proposals (constants) and, in training, the two losses
-    together with their gradients w.r.t. the head outputs; ``backward(weights)``
-    sends those gradients (scaled by the loss weights) through the head and returns
-    the gradients of the pyramid features.
+    ``forward`` returns the proposals (constants), in training the two losses, and the
+    anchor samples it used; ``backward(dloss)`` sends the losses' gradients, scaled by
+    ``dloss["loss_objectness"]`` and ``dloss["loss_rpn_box_reg"]``, through the head and
+    returns the gradients of the pyramid features.
     """
 
     def __init__(self, cfg, in_channels: int, rng, dtype):
@@ -119,147 +77,178 @@ class RegionProposalNetwork(Module):
         self.box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
         self.matcher = Matcher(cfg.fg_iou_thresh, cfg.bg_iou_thresh,
                                allow_low_quality_matches=True)
-        self.sampler = BalancedPositiveNegativeSampler(cfg.batch_size_per_image,
-                                                       cfg.positive_fraction)
         self.rng = rng
-        self.hold_sampling = False  # gradient checks: reuse the last proposals and samples
-        self._held = None
+        self._anchors = {}  # (batch shape, feature sizes, dtype, backend) -> anchors
 
     # ------------------------------------------------------------------ forward
-    def forward(self, batch_shape, image_sizes, features, targets=None):
+    def forward(self, batch_shape, image_sizes, features, gt: GroundTruth | None = None,
+                proposals: Proposals | None = None, samples: AnchorSamples | None = None):
         """
         Args:
             batch_shape: (Hp, Wp) of the padded batch.
             image_sizes: N x (h, w) of each image inside the batch (after resize).
             features: L maps (N, C, H_l, W_l) (P2..P6 for FPN).
-            targets: N dicts with ``boxes`` (G, 4), in training.
+            gt: the batch's ``GroundTruth``, in training.
+            proposals, samples: reuse these instead of computing them (gradient checks).
         Returns:
-            proposals: N arrays (P_i, 4), no gradient.
+            proposals: ``Proposals``, no gradient.
             losses: {"loss_objectness", "loss_rpn_box_reg"} (empty in eval).
+            samples: the ``AnchorSamples`` of the loss (None in eval).
         """
-        xp = get_xp(features[0])
-        logits, deltas = self.head(features)
-        shapes = [lg.shape for lg in logits]
-        anchors = self.anchor_generator(
-            tuple(batch_shape), [tuple(f.shape[-2:]) for f in features], xp=xp)
-        num_per_level = [len(a) for a in anchors]
-        anchors = xp.concatenate(anchors, axis=0).astype(features[0].dtype)  # (sumA, 4)
-        flat_logits, flat_deltas = flatten_predictions(logits, deltas)
-        objectness = xp.concatenate(flat_logits, axis=1)  # (N, sumA)
-        pred_deltas = xp.concatenate(flat_deltas, axis=1)  # (N, sumA, 4)
-
-        if self.hold_sampling and self._held is not None:
-            proposals, sampled = self._held
-        else:
+        # (N, sumA), (N, sumA, 4): every level's predictions, rows (level, position, anchor)
+        objectness, pred_deltas, shapes = self.head.forward_flat(features)
+        anchors, num_per_level = self.anchors(batch_shape, features)  # (sumA, 4)
+        if proposals is None:
             proposals = self.filter_proposals(anchors, objectness, pred_deltas, image_sizes,
                                               num_per_level)
-            sampled = None
-        losses = {}
-        if self.training:
-            if sampled is None:
-                sampled = self.sample_targets(anchors, targets)
-            loss_obj, loss_reg, dobj, ddeltas = self.compute_loss(objectness, pred_deltas,
-                                                                  sampled)
-            losses = {"loss_objectness": loss_obj, "loss_rpn_box_reg": loss_reg}
-            self.push((dobj, ddeltas, shapes))
-        self._held = (proposals, sampled)
-        return proposals, losses
+        if not self.training:
+            return proposals, {}, None
+        if samples is None:
+            samples = self.sample_anchors(anchors, gt)
+        loss_obj, loss_reg, dobj, ddeltas = self.compute_loss(objectness, pred_deltas, samples)
+        self.push(RPNLossCache(dobj, ddeltas, shapes))
+        return proposals, {"loss_objectness": loss_obj, "loss_rpn_box_reg": loss_reg}, samples
+
+    def anchors(self, batch_shape, features):
+        """The batch's anchors (sumA, 4) on the features' backend, and A_l per level.
+
+        They depend only on the sizes, so they are made once per size and kept.
+        """
+        xp = get_xp(features[0])
+        sizes = tuple(tuple(f.shape[-2:]) for f in features)
+        key = (tuple(batch_shape), sizes, features[0].dtype.str, xp.__name__)
+        if key not in self._anchors:
+            per_level = self.anchor_generator(tuple(batch_shape), sizes, xp=np,
+                                              dtype=features[0].dtype)
+            self._anchors[key] = (xp.asarray(np.concatenate(per_level, axis=0)),
+                                  [len(a) for a in per_level])
+        return self._anchors[key]
 
     def filter_proposals(self, anchors, objectness, pred_deltas, image_sizes, num_per_level):
-        """Decode, top-k per level, clip, drop tiny boxes, NMS per level, keep the top.
+        """Top-k per level, decode, clip, drop tiny boxes, NMS per level, keep the best.
 
-        No gradient: the proposals are treated as constants (tv ``filter_proposals``).
+        No gradient: the proposals are constants (tv ``filter_proposals``).
+
+        Args:
+            anchors: (sumA, 4); objectness: (N, sumA); pred_deltas: (N, sumA, 4).
+            image_sizes: N x (h, w); num_per_level: A_l of each level.
+        Returns:
+            ``Proposals`` with P = min(post_nms_top_n, L * k) columns, best first.
         """
         xp = get_xp(objectness)
         cfg = self.cfg
         pre_n = cfg.pre_nms_top_n_train if self.training else cfg.pre_nms_top_n_test
         post_n = cfg.post_nms_top_n_train if self.training else cfg.post_nms_top_n_test
-        n = objectness.shape[0]
-        # (N*sumA, 4) decoded against the anchors repeated for each image
-        boxes = self.box_coder.decode(pred_deltas.reshape(-1, 4), xp.tile(anchors, (n, 1)))
-        boxes = boxes.reshape(n, -1, 4)
-        # top-k per level on the logits (monotone in the probability)
-        idx, lvl, start = [], [], 0
-        for li, num in enumerate(num_per_level):
-            k = min(pre_n, num)
-            order = xp.argsort(-objectness[:, start:start + num], axis=1)
-            idx.append(order[:, :k] + start)
-            lvl.append(xp.full((k,), li, dtype=xp.int64))
-            start += num
-        idx, lvl = xp.concatenate(idx, axis=1), xp.concatenate(lvl)
-        proposals = []
-        for i in range(n):
-            b = clip_boxes_to_image(boxes[i][idx[i]], tuple(image_sizes[i]))
-            s = objectness[i][idx[i]]
-            keep = remove_small_boxes(b, cfg.min_size)
-            b, s, lv = b[keep], s[keep], lvl[keep]
-            if cfg.score_thresh > 0:
-                prob = 1.0 / (1.0 + xp.exp(-s))
-                keep = xp.nonzero(prob >= cfg.score_thresh)[0]
-                b, s, lv = b[keep], s[keep], lv[keep]
-            keep = batched_nms(b, s, lv, cfg.nms_thresh, top_k=post_n)
-            proposals.append(b[keep])
-        return proposals
+        n, num_levels = objectness.shape[0], len(num_per_level)
+        # (N, L, k): the k best anchors of each level (k = min(pre_n, largest level))
+        index, valid = top_k_per_level(objectness, num_per_level, pre_n)
+        k = index.shape[2]
+        index = index.reshape(n, num_levels * k)  # (N, L*k), level-major
+        scores = xp.take_along_axis(objectness, index, axis=1)  # (N, L*k)
+        deltas = pred_deltas[xp.arange(n)[:, None], index]  # (N, L*k, 4)
+        boxes = clip_boxes_to_images(self.box_coder.decode(deltas, anchors[index]),
+                                     image_sizes)
+        wh = boxes[..., 2:] - boxes[..., :2]
+        valid = valid.reshape(n, num_levels * k) & (wh >= cfg.min_size).all(axis=-1)
+        if cfg.score_thresh > 0:
+            valid &= 1.0 / (1.0 + xp.exp(-scores)) >= cfg.score_thresh
+        # NMS within each (image, level), all problems at once
+        keep = nms_padded(boxes.reshape(n * num_levels, k, 4),
+                          scores.reshape(n * num_levels, k),
+                          valid.reshape(n * num_levels, k), cfg.nms_thresh)
+        keep = keep.reshape(n, num_levels * k)
+        # the post_n best kept boxes of each image, by decreasing score (ties: level-major
+        # position, as torchvision's batched_nms)
+        order = xp.argsort(xp.where(keep, -scores, xp.inf), axis=1, kind="stable")
+        order = order[:, :post_n]
+        return Proposals(xp.take_along_axis(boxes, order[:, :, None], axis=1),
+                         xp.take_along_axis(keep, order, axis=1))
 
-    def sample_targets(self, anchors, targets):
-        """Match anchors to ground truth, encode targets, sample 256 per image.
+    def sample_anchors(self, anchors, gt: GroundTruth) -> AnchorSamples:
+        """Match anchors to ground truth, sample 256 per image, encode targets.
 
-        Returns a dict of index arrays into the (N, sumA) rows: ``pos`` and ``neg``
-        (flattened image*sumA + anchor), and ``regression_targets`` (P, 4) for ``pos``.
-        No gradient.
+        No gradient. All images at once: (N, G, A) IoUs with padded ground truth.
         """
         xp = get_xp(anchors)
-        num_anchors = anchors.shape[0]
-        pos_all, neg_all, reg_all = [], [], []
-        for i, t in enumerate(targets):
-            gt = t["boxes"]
-            if gt.shape[0] == 0:  # no object: every anchor is background
-                labels = xp.zeros((num_anchors,), dtype=xp.int64)
-                matched_gt = xp.zeros_like(anchors)
-            else:
-                matched = self.matcher(box_iou(gt, anchors))
-                matched_gt = gt[xp.maximum(matched, 0)]
-                labels = (matched >= 0).astype(xp.int64)
-                labels[matched == BETWEEN_THRESHOLDS] = -1
-                labels[matched == BELOW_LOW_THRESHOLD] = 0
-            pos, neg = self.sampler(labels, self.rng)
-            reg_all.append(self.box_coder.encode(matched_gt[pos], anchors[pos]))
-            pos_all.append(pos + i * num_anchors)
-            neg_all.append(neg + i * num_anchors)
-        return {"pos": xp.concatenate(pos_all), "neg": xp.concatenate(neg_all),
-                "regression_targets": xp.concatenate(reg_all, axis=0)}
+        n = gt.num_images
+        quality = box_iou(gt.boxes.reshape(-1, 4), anchors).reshape(n, -1, anchors.shape[0])
+        matched = self.matcher(quality, gt.valid)  # (N, A)
+        labels = xp.where(matched >= 0, 1, 0)
+        labels = xp.where(matched == BETWEEN_THRESHOLDS, -1, labels)
+        labels = xp.where(matched == BELOW_LOW_THRESHOLD, 0, labels)
+        keys = self.rng.uniform(size=labels.shape, dtype=anchors.dtype)
+        positive, negative = sample_balanced(labels, xp.asarray(keys),
+                                             self.cfg.batch_size_per_image,
+                                             self.cfg.positive_fraction)
+        if gt.boxes.shape[1] == 0:  # no object in the batch: nothing to regress
+            return AnchorSamples(positive, negative, xp.zeros((n,) + anchors.shape,
+                                                              dtype=anchors.dtype))
+        # (N, A, 4): each positive anchor's matched box; the others get themselves, so
+        # their (unused) targets are 0 rather than log(0) of a padding box
+        matched_boxes = gt.boxes[xp.arange(n)[:, None], xp.maximum(matched, 0)]
+        matched_boxes = xp.where(positive[:, :, None], matched_boxes, anchors)
+        return AnchorSamples(positive, negative, self.box_coder.encode(matched_boxes, anchors))
 
-    def compute_loss(self, objectness, pred_deltas, sampled):
+    def compute_loss(self, objectness, pred_deltas, samples: AnchorSamples):
         """BCE over sampled anchors (mean) + smooth-L1 over positives / #sampled.
 
         Returns the two losses and their gradients w.r.t. ``objectness`` (N, sumA)
         and ``pred_deltas`` (N, sumA, 4), zero outside the sampled anchors.
         """
         xp = get_xp(objectness)
-        pos, neg = sampled["pos"], sampled["neg"]
-        inds = xp.concatenate([pos, neg])
-        num_sampled = max(int(inds.shape[0]), 1)
-        flat_obj = objectness.reshape(-1)
-        flat_deltas = pred_deltas.reshape(-1, 4)
-        labels = xp.concatenate([xp.ones(pos.shape, objectness.dtype),
-                                 xp.zeros(neg.shape, objectness.dtype)])
-        dobj = xp.zeros_like(flat_obj)
-        ddeltas = xp.zeros_like(flat_deltas)
-        if inds.shape[0]:
-            loss_obj, dsel = sigmoid_binary_cross_entropy(flat_obj[inds], labels)
-            dobj[inds] = dsel  # sampled indices are unique: plain assignment scatters
-        else:
-            loss_obj = xp.zeros((), objectness.dtype)
-        loss_reg, dreg = smooth_l1(flat_deltas[pos], sampled["regression_targets"],
-                                   self.cfg.smooth_l1_beta)
-        ddeltas[pos] = dreg / num_sampled
-        return (loss_obj, loss_reg / num_sampled, dobj.reshape(objectness.shape),
-                ddeltas.reshape(pred_deltas.shape))
+        pos, neg = samples.positive, samples.negative
+        sampled = (pos | neg).astype(objectness.dtype)
+        num_sampled = xp.maximum(sampled.sum(), 1)
+        loss_obj, dobj = sigmoid_binary_cross_entropy(
+            objectness, pos.astype(objectness.dtype), weight=sampled, reduction="sum")
+        # smooth-L1 of the positives only: elsewhere the prediction is replaced by its
+        # target, so the difference, the loss and the gradient are 0 there
+        targets = samples.regression_targets
+        loss_reg, ddeltas = smooth_l1(xp.where(pos[:, :, None], pred_deltas, targets), targets,
+                                      self.cfg.smooth_l1_beta)
+        return (loss_obj / num_sampled, loss_reg / num_sampled, dobj / num_sampled,
+                ddeltas / num_sampled)
 
     # ------------------------------------------------------------------ backward
-    def backward(self, w_objectness: float = 1.0, w_box_reg: float = 1.0):
-        """Gradients of ``w_obj * loss_objectness + w_reg * loss_rpn_box_reg`` w.r.t.
-        the features the head saw (L maps)."""
-        dobj, ddeltas, shapes = self.pop()
-        dlogits, dd = unflatten_gradients(w_objectness * dobj, w_box_reg * ddeltas, shapes)
-        return self.head.backward(dlogits, dd)
+    def backward(self, dloss: dict):
+        """Gradients of ``dloss["loss_objectness"] * loss_objectness + dloss[
+        "loss_rpn_box_reg"] * loss_rpn_box_reg`` w.r.t. the features (L maps)."""
+        cache = self.pop()
+        dobjectness = dloss["loss_objectness"] * cache.dobjectness  # (N, sumA)
+        dpred_deltas = dloss["loss_rpn_box_reg"] * cache.dpred_deltas  # (N, sumA, 4)
+        return self.head.backward_flat(dobjectness, dpred_deltas, cache.shapes)
+
+
+def top_k_per_level(objectness, num_per_level, k: int):
+    """The ``k`` best anchors of each level of each image, by objectness (no gradient).
+
+    Args:
+        objectness: (N, sumA) logits, levels one after another.
+        num_per_level: A_l of each level.
+        k: how many per level (pre_nms_top_n); a level with fewer anchors has padding.
+    Returns:
+        index: (N, L, k') int64 into the sumA anchors, best first, k' = min(k, max A_l).
+        valid: (N, L, k') bool: False for the padding of small levels.
+    """
+    xp = get_xp(objectness)
+    n, num_levels = objectness.shape[0], len(num_per_level)
+    k = min(k, max(num_per_level))
+    starts = np.cumsum([0] + list(num_per_level[:-1]))
+    valid = np.arange(k)[None, :] < np.minimum(num_per_level, k)[:, None]  # (L, k) host
+    if not on_device(xp):
+        # CPU: one sort per level, of that level's anchors only
+        index = np.zeros((n, num_levels, k), dtype=np.int64)
+        for level, (start, num) in enumerate(zip(starts, num_per_level)):
+            m = min(k, num)
+            order = np.argsort(-objectness[:, start:start + num], axis=1)[:, :m]
+            index[:, level, :m] = order + start
+        return index, np.broadcast_to(valid, index.shape)
+    # GPU: the levels as padded rows (N, L, max A_l), -inf in the padding, one sort
+    most = max(num_per_level)
+    grid = np.arange(most)[None, :]
+    padded = np.where(grid < np.asarray(num_per_level)[:, None], starts[:, None] + grid, -1)
+    padded = xp.asarray(padded)  # (L, max A_l) anchor index, -1 for padding
+    scores = xp.where(padded >= 0, objectness[:, xp.maximum(padded, 0)], -xp.inf)
+    order = xp.argsort(-scores, axis=2)[:, :, :k]  # (N, L, k)
+    index = xp.take_along_axis(xp.broadcast_to(padded, scores.shape), order, axis=2)
+    return xp.maximum(index, 0), xp.broadcast_to(xp.asarray(valid), index.shape)

@@ -24,173 +24,17 @@ import numpy as np
 
 from ..backend import Generator, get_xp
 from ..layers.module import Module
-
-
-def _float_dtype(x):
-    """The dtype interpolation is computed in: the input's if floating, else float32."""
-    return x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
-
-
-def linear_source_index(in_size: int, out_size: int, dtype, xp):
-    """Neighbours and weights of 1-D linear interpolation, ``align_corners=False``.
-
-    Output pixel ``d`` samples the input at ``s = max((d + 0.5) * in/out - 0.5, 0)``
-    (pixel centres at half-integers, the sample clamped at the first centre); its
-    neighbours are ``i0 = floor(s)`` and ``i1 = min(i0 + 1, in - 1)`` with weights
-    ``1 - l`` and ``l = s - i0``. The arithmetic is done in ``dtype``, as PyTorch's
-    ``area_pixel_compute_source_index`` does it in the input's precision.
-
-    Returns:
-        i0, i1: (out_size,) int64 input indices.
-        l0, l1: (out_size,) weights of ``i0`` and ``i1`` in ``dtype`` (``l0 + l1 = 1``).
-    """
-    scale = xp.asarray(in_size, dtype=dtype) / xp.asarray(out_size, dtype=dtype)
-    dst = xp.arange(out_size, dtype=np.float64)
-    # scale * (d + 0.5) - 0.5 rounded once to dtype, as the fused multiply-add of
-    # PyTorch's compiled kernel rounds it (exact in float64 for float32 scales)
-    src = (scale.astype(np.float64) * (dst + 0.5) - 0.5).astype(dtype)
-    src = xp.maximum(src, 0)
-    i0 = xp.minimum(xp.floor(src).astype(np.int64), in_size - 1)
-    l1 = xp.clip(src - i0.astype(dtype), 0, 1)
-    # at the last input pixel the right neighbour is the pixel itself (edge clamp)
-    i1 = i0 + (i0 < in_size - 1).astype(np.int64)
-    return i0, i1, 1 - l1, l1
-
-
-def resize_bilinear(x, size):
-    """Bilinear resize of the last two axes, as ``F.interpolate(mode="bilinear")``.
-
-    ``align_corners=False``: output pixel ``(i, j)`` samples the input at
-    ``y = max((i + 0.5) * H/h - 0.5, 0)``, ``x = max((j + 0.5) * W/w - 0.5, 0)`` and
-    mixes the four neighbours (clamped at the bottom/right edge)::
-
-        out = (1-ly) * ((1-lx) * in[y0, x0] + lx * in[y0, x1])
-              + ly   * ((1-lx) * in[y1, x0] + lx * in[y1, x1])
-
-    Separable, so it is done as two gathers: first along the columns, then along the
-    rows (the order in which PyTorch's CPU kernel multiplies the weights).
-
-    Args:
-        x: (..., H, W), e.g. an image (C, H, W) or a batch (N, C, H, W).
-        size: (h, w) output size.
-    Returns:
-        (..., h, w) in the input's dtype if floating, else float32.
-    """
-    xp = get_xp(x)
-    h, w = int(size[0]), int(size[1])
-    dtype = _float_dtype(x)
-    x = x.astype(dtype, copy=False)
-    H, W = x.shape[-2:]
-    c0, c1, lc0, lc1 = linear_source_index(W, w, dtype, xp)
-    r0, r1, lr0, lr1 = linear_source_index(H, h, dtype, xp)
-    cols = x[..., c0] * lc0 + x[..., c1] * lc1  # (..., H, W) -> (..., H, w)
-    return cols[..., r0, :] * lr0[:, None] + cols[..., r1, :] * lr1[:, None]  # (..., h, w)
-
-
-def resize_bilinear_naive(x, size):
-    """Loop reference for ``resize_bilinear``: one output pixel at a time (tests only)."""
-    xp = get_xp(x)
-    h, w = int(size[0]), int(size[1])
-    dtype = _float_dtype(x)
-    x = x.astype(dtype, copy=False)
-    H, W = x.shape[-2:]
-    out = xp.zeros(x.shape[:-2] + (h, w), dtype=dtype)
-    for i in range(h):
-        y = max((i + 0.5) * (H / h) - 0.5, 0.0)
-        y0 = min(int(y), H - 1)
-        y1 = min(y0 + 1, H - 1)
-        ly = min(y - y0, 1.0)
-        for j in range(w):
-            s = max((j + 0.5) * (W / w) - 0.5, 0.0)
-            x0 = min(int(s), W - 1)
-            x1 = min(x0 + 1, W - 1)
-            lx = min(s - x0, 1.0)
-            top = (1 - lx) * x[..., y0, x0] + lx * x[..., y0, x1]
-            bottom = (1 - lx) * x[..., y1, x0] + lx * x[..., y1, x1]
-            out[..., i, j] = (1 - ly) * top + ly * bottom
-    return out
-
-
-def nearest_source_index(in_size: int, out_size: int, xp):
-    """Input index of each output pixel for ``mode="nearest"``: ``min(floor(d*in/out), in-1)``.
-
-    The product is taken in float32, as PyTorch's ``nearest_idx`` does (``floorf``), so
-    the chosen pixels are the same even where ``d * in/out`` is close to an integer.
-    """
-    scale = xp.asarray(in_size, dtype=np.float32) / xp.asarray(out_size, dtype=np.float32)
-    dst = xp.arange(out_size, dtype=np.float32)
-    return xp.minimum(xp.floor(dst * scale).astype(np.int64), in_size - 1)
-
-
-def resize_nearest(x, size):
-    """Nearest-neighbour resize of the last two axes, as ``F.interpolate(mode="nearest")``.
-
-    Output pixel ``(i, j)`` copies input pixel ``(floor(i*H/h), floor(j*W/w))`` (the
-    legacy "nearest" rule, not "nearest-exact"). A pure gather, so any dtype works and
-    is kept: binary uint8 masks stay binary.
-
-    Args:
-        x: (..., H, W), e.g. masks (G, H, W).
-        size: (h, w) output size.
-    Returns:
-        (..., h, w), same dtype as ``x``.
-    """
-    xp = get_xp(x)
-    H, W = x.shape[-2:]
-    rows = nearest_source_index(H, int(size[0]), xp)
-    cols = nearest_source_index(W, int(size[1]), xp)
-    return x[..., rows[:, None], cols[None, :]]  # (..., H, W) -> (..., h, w)
-
-
-def _ratios(original_size, new_size, dtype, xp):
-    """(ratio_h, ratio_w) = new / original, divided in float32 as torchvision does."""
-    rh = np.float32(new_size[0]) / np.float32(original_size[0])
-    rw = np.float32(new_size[1]) / np.float32(original_size[1])
-    return xp.asarray(rh, dtype=dtype), xp.asarray(rw, dtype=dtype)
-
-
-def resize_boxes(boxes, original_size, new_size):
-    """Scale ``(x1, y1, x2, y2)`` boxes from an image of ``original_size`` to ``new_size``.
-
-    Args:
-        boxes: (G, 4) boxes in pixels of the original image.
-        original_size, new_size: (h, w).
-    Returns:
-        (G, 4): x coordinates times ``w_new / w``, y coordinates times ``h_new / h``.
-    torchvision: ``models.detection.transform.resize_boxes``.
-    """
-    xp = get_xp(boxes)
-    boxes = boxes.astype(_float_dtype(boxes), copy=False)
-    rh, rw = _ratios(original_size, new_size, boxes.dtype, xp)
-    return boxes * xp.stack([rw, rh, rw, rh])
-
-
-def resize_keypoints(keypoints, original_size, new_size):
-    """Scale keypoints ``(x, y, visibility)`` like ``resize_boxes``; visibility is kept.
-
-    Args:
-        keypoints: (G, 17, 3).
-        original_size, new_size: (h, w).
-    Returns:
-        (G, 17, 3) with x and y scaled.
-    torchvision: ``models.detection.transform.resize_keypoints``.
-    """
-    xp = get_xp(keypoints)
-    out = keypoints.astype(_float_dtype(keypoints), copy=True)
-    rh, rw = _ratios(original_size, new_size, out.dtype, xp)
-    out[..., 0] *= rw
-    out[..., 1] *= rh
-    return out
-
-
-def resized_image_size(h: int, w: int, min_size: int, max_size: int) -> tuple[int, int]:
-    """Size after scaling by ``min(min_size / short side, max_size / long side)``.
-
-    Each side is ``floor(side * scale)``, in double precision: what ``F.interpolate``
-    computes with ``scale_factor`` and ``recompute_scale_factor=True``.
-    """
-    scale = min(min_size / min(h, w), max_size / max(h, w))
-    return int(h * scale), int(w * scale)
+from .postprocess import paste_masks_in_image
+from .resize import (  # noqa: F401 - the resizing functions are part of this page's story
+    linear_source_index,
+    nearest_source_index,
+    resize_bilinear,
+    resize_bilinear_naive,
+    resize_boxes,
+    resize_keypoints,
+    resize_nearest,
+    resized_image_size,
+)
 
 
 class GeneralizedRCNNTransform(Module):
@@ -225,6 +69,7 @@ class GeneralizedRCNNTransform(Module):
         self.image_std = tuple(float(s) for s in image_std)
         self.size_divisible = size_divisible
         self.rng = rng if rng is not None else Generator(0)
+        self._stats = {}  # (dtype, backend) -> the mean and std as device arrays
 
     def forward(self, images, targets=None):
         """Turn a list of images (and targets) into one padded, normalised batch.
@@ -241,54 +86,57 @@ class GeneralizedRCNNTransform(Module):
             targets: new dicts (the inputs are not modified) in resized coordinates,
                 or None.
         """
-        out_images, out_targets = [], None if targets is None else []
-        for i, image in enumerate(images):
+        for image in images:
             if image.ndim != 3:
                 raise ValueError(f"images are expected as (C, H, W) arrays, got {image.shape}")
-            target = None if targets is None else dict(targets[i])
-            image = self.normalize(image)
-            image, target = self.resize(image, target)
-            out_images.append(image)
-            if out_targets is not None:
-                out_targets.append(target)
-        image_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in out_images]
-        return self.batch_images(out_images), image_sizes, out_targets
+            if image.dtype.kind != "f":
+                raise TypeError(f"images must be floating with values in [0, 1], got "
+                                f"{image.dtype}")
+        xp = get_xp(*images)
+        sizes = [tuple(int(v) for v in im.shape[-2:]) for im in images]
+        new_sizes = [resized_image_size(h, w, self._scale(), self.max_size) for h, w in sizes]
+        if len(set(sizes)) == 1 and len(set(new_sizes)) == 1:
+            # the same sizes give the same interpolation: the whole batch in one resize
+            batch = resize_bilinear(self.normalize(xp.stack(images)), new_sizes[0])
+            batch = self.pad(batch)
+        else:
+            batch = self.batch_images([resize_bilinear(self.normalize(im), size)
+                                       for im, size in zip(images, new_sizes)])
+        out_targets = None
+        if targets is not None:
+            out_targets = [resize_target(dict(t), size, new)
+                           for t, size, new in zip(targets, sizes, new_sizes)]
+        return batch, new_sizes, out_targets
+
+    def _scale(self) -> int:
+        """The shorter-side target of the next image: a random choice of ``min_size`` in
+        training (scale augmentation), its last value in eval."""
+        if self.training:
+            return self.min_size[int(self.rng.host.integers(len(self.min_size)))]
+        return self.min_size[-1]
 
     def normalize(self, image):
-        """``(image - mean) / std`` per channel; (3, H, W) -> (3, H, W)."""
-        if image.dtype.kind != "f":
-            raise TypeError(f"images must be floating with values in [0, 1], got {image.dtype}")
+        """``(image - mean) / std`` per channel; (..., 3, H, W) -> (..., 3, H, W)."""
         xp = get_xp(image)
-        mean = xp.asarray(self.image_mean, dtype=image.dtype)[:, None, None]
-        std = xp.asarray(self.image_std, dtype=image.dtype)[:, None, None]
+        key = (image.dtype.str, xp.__name__)
+        if key not in self._stats:  # the (3, 1, 1) statistics on the device, made once
+            self._stats[key] = tuple(
+                xp.asarray(np.asarray(v, dtype=image.dtype)[:, None, None])
+                for v in (self.image_mean, self.image_std))
+        mean, std = self._stats[key]
         return (image - mean) / std
 
-    def resize(self, image, target=None):
-        """Resize one image to the min/max size rule and its target with it.
-
-        Args:
-            image: (3, H, W).
-            target: None or a dict (modified in place: pass a copy).
-        Returns:
-            image (3, h, w) and the target with ``boxes``, ``masks``, ``keypoints``
-            resized (masks by nearest neighbour, as uint8).
-        """
-        h, w = image.shape[-2:]
-        if self.training:
-            size = self.min_size[int(self.rng.host.integers(len(self.min_size)))]
-        else:
-            size = self.min_size[-1]
-        new_size = resized_image_size(h, w, size, self.max_size)
-        image = resize_bilinear(image, new_size)
-        if target is None:
-            return image, target
-        xp = get_xp(image)
-        target["boxes"] = resize_boxes(target["boxes"], (h, w), new_size)
-        if "masks" in target:
-            target["masks"] = resize_nearest(target["masks"], new_size).astype(xp.uint8)
-        if "keypoints" in target:
-            target["keypoints"] = resize_keypoints(target["keypoints"], (h, w), new_size)
-        return image, target
+    def pad(self, batch):
+        """Zero-pad an (N, C, h, w) batch bottom/right to sides divisible by
+        ``size_divisible`` (the batch itself when they already are)."""
+        d = self.size_divisible
+        n, c, h, w = batch.shape
+        hp, wp = -(-h // d) * d, -(-w // d) * d
+        if (hp, wp) == (h, w):
+            return batch
+        out = get_xp(batch).zeros((n, c, hp, wp), dtype=batch.dtype)
+        out[:, :, :h, :w] = batch
+        return out
 
     def batch_images(self, images):
         """Zero-pad images bottom/right to a common size divisible by ``size_divisible``.
@@ -328,9 +176,6 @@ class GeneralizedRCNNTransform(Module):
         """
         if self.training:
             return detections
-        # imported here: postprocess.py builds on this file's resize_bilinear
-        from .postprocess import paste_masks_in_image
-
         results = []
         for pred, size, original in zip(detections, image_sizes, original_sizes, strict=True):
             pred = dict(pred)
@@ -341,3 +186,15 @@ class GeneralizedRCNNTransform(Module):
                 pred["keypoints"] = resize_keypoints(pred["keypoints"], size, original)
             results.append(pred)
         return results
+
+
+def resize_target(target: dict, size, new_size) -> dict:
+    """A target dict of an image resized from ``size`` to ``new_size`` (modified in place:
+    pass a copy): boxes and keypoints scaled, masks resized by nearest neighbour (uint8)."""
+    target["boxes"] = resize_boxes(target["boxes"], size, new_size)
+    if "masks" in target:
+        masks = target["masks"]
+        target["masks"] = resize_nearest(masks, new_size).astype(np.uint8, copy=False)
+    if "keypoints" in target:
+        target["keypoints"] = resize_keypoints(target["keypoints"], size, new_size)
+    return target

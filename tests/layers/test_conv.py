@@ -5,12 +5,15 @@ from hypothesis import strategies as st
 
 from npmaskrcnn.backend import asnumpy, backend_name
 from npmaskrcnn.gradcheck import check_layer, rel_error
-from npmaskrcnn.layers import im2col as im2col_module
+from npmaskrcnn.layers import conv_fast
+from npmaskrcnn.layers import im2col_fast as im2col_module
 from npmaskrcnn.layers.conv import (
     Conv2d,
     conv2d_backward,
     conv2d_backward_naive,
     conv2d_forward,
+    conv2d_im2col_backward,
+    conv2d_im2col_forward,
     conv2d_naive,
 )
 
@@ -107,6 +110,41 @@ def test_random_geometry(n, c, f, hw, kernel, stride, padding, seed):
     errors = check_layer(conv2d_forward, conv2d_backward, [x, w, b], seed=seed,
                          stride=stride, padding=padding, max_full=60, num_checks=10)
     assert max(errors) < 1e-6, errors
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", CONFIGS)
+def test_plain_im2col_version_matches_loops(xp, x_shape, w_shape, stride, padding):
+    """conv.py's teaching version, ``W @ im2col(x)`` and col2im, is the loops' conv."""
+    x, w, b = _inputs(xp, x_shape, w_shape)
+    out, cache = conv2d_im2col_forward(x, w, b, stride, padding)
+    assert rel_error(out, conv2d_naive(x, w, b, stride, padding)) < 1e-10
+    dout = xp.asarray(np.random.default_rng(1).standard_normal(out.shape))
+    for g, e in zip(conv2d_im2col_backward(dout, cache),
+                    conv2d_backward_naive(dout, x, w, b, stride, padding)):
+        assert rel_error(g, e) < 1e-10
+
+
+# stem 7x7/2 pad 3, strided 3x3, 1x1 strided and not, 3x3 pad 1 with an odd size
+ENGINE_CASES = [((2, 3, 13, 11), (4, 3, 7, 7), 2, 3), ((2, 3, 9, 8), (5, 3, 3, 3), 2, 1),
+                ((2, 4, 7, 9), (3, 4, 1, 1), 2, 0), ((2, 4, 5, 6), (3, 4, 1, 1), 1, 0),
+                ((1, 2, 7, 5), (3, 2, 3, 3), 1, 1), ((1, 2, 8, 8), (3, 2, 3, 3), 3, 0)]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", ENGINE_CASES)
+def test_gpu_engine_matches_cpu_engine(monkeypatch, x_shape, w_shape, stride, padding):
+    """The GPU engine (batched GEMMs; dx as a convolution of the dilated dout), run on
+    NumPy, computes the CPU engine's numbers; ``input_grad=False`` skips dx only."""
+    x, w, b = _inputs(np, x_shape, w_shape)
+    out, cache = conv2d_forward(x, w, b, stride, padding)
+    dout = np.random.default_rng(2).standard_normal(out.shape)
+    grads = conv2d_backward(dout, cache)
+    monkeypatch.setattr(conv_fast, "on_device", lambda xp: True)
+    out_g, cache_g = conv2d_forward(x, w, b, stride, padding)
+    assert rel_error(out_g, out) < 1e-12
+    for g, e in zip(conv2d_backward(dout, cache_g), grads):
+        assert rel_error(g, e) < 1e-12
+    dx, dw, db = conv2d_backward(dout, cache_g, input_grad=False)
+    assert dx is None and rel_error(dw, grads[1]) < 1e-12 and rel_error(db, grads[2]) < 1e-12
 
 
 # Column budgets (CHUNK_ELEMENTS) against x (3, 2, 5, 6) and 3x3 kernels (18 column rows):

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from npmaskrcnn.backend import asnumpy, backend_name
 from npmaskrcnn.gradcheck import check_layer, rel_error
-from npmaskrcnn.layers import im2col as im2col_module
+from npmaskrcnn.layers import im2col_fast as im2col_module
 from npmaskrcnn.layers.conv import conv2d_backward, conv2d_forward
 from npmaskrcnn.layers.conv_transpose import (
     ConvTranspose2d,

@@ -7,21 +7,22 @@ from hypothesis import strategies as st
 
 from npmaskrcnn.backend import asnumpy
 from npmaskrcnn.gradcheck import rel_error
-from npmaskrcnn.layers import im2col as im2col_module
+from npmaskrcnn.layers import im2col_fast as im2col_module
 from npmaskrcnn.layers.im2col import (
-    as_pair,
-    chunk_ranges,
     col2im,
     col2im_naive,
-    conv_output_size,
     im2col,
     im2col_naive,
-    im2col_same_width,
     im2col_windows,
     pad_input,
+)
+from npmaskrcnn.layers.im2col_fast import (
+    chunk_ranges,
+    im2col_same_width,
     pad_rows_flat,
     same_width,
 )
+from npmaskrcnn.layers.sizes import as_pair, conv_output_size
 
 
 def test_as_pair_and_output_size():

@@ -11,6 +11,7 @@ from npmaskrcnn.backend import asnumpy, backend_name, get_xp, set_backend, to_ba
 from npmaskrcnn.config import r50_fpn, shapes, tiny
 from npmaskrcnn.gradcheck import directional_check
 from npmaskrcnn.model.mask_rcnn import MaskRCNN
+from npmaskrcnn.model.targets import batch_ground_truth
 
 
 def make_scene(seed, size=64):
@@ -65,16 +66,15 @@ def test_whole_model_gradient_check_float64():
         if p.ndim == 1:
             p += 0.05 * noise.standard_normal(p.shape)
     batch, sizes, targets = model.transform([img], [t])
-    model.hold_sampling(True)
-
-    def total():
-        model.zero_grad()
-        return model.total_loss(model.forward_batch(batch, sizes, targets))
-
-    total()
+    gt = batch_ground_truth(targets, batch.dtype)
     model.zero_grad()
-    model.forward_batch(batch, sizes, targets)
-    dbatch = model.backward()
+    _, samples = model.forward_batch(batch, sizes, gt)  # the step's proposals and samples
+    dbatch = model.backward(input_grad=True)
+
+    def total():  # the same step, with the same samples: a smooth function of the inputs
+        model.zero_grad()
+        return model.total_loss(model.forward_batch(batch, sizes, gt, samples)[0])
+
     grads = {k: v.copy() for k, v in model.gradients().items()}
     params = model.parameters()
     def check(arrays, grads_, seed):

@@ -15,6 +15,7 @@ from npmaskrcnn.model.postprocess import (
     postprocess_detections,
     softmax,
 )
+from npmaskrcnn.model.targets import pad_proposals
 from npmaskrcnn.model.transform import resize_bilinear
 
 
@@ -147,12 +148,15 @@ def hand_case(xp):
     ]
     probs = np.array([[0.1, 0.8, 0.1], [0.2, 0.6, 0.2], [0.5, 0.03, 0.47], [0.0, 1.0, 0.0]])
     class_logits = xp.asarray(np.log(np.maximum(probs, 1e-12)))
-    return class_logits, xp.zeros((4, 12)), proposals
+    # the second image's padding row gets logits too (the head runs on padded rows)
+    class_logits = xp.concatenate([class_logits, xp.zeros((4, 3))])
+    return class_logits, xp.zeros((8, 12)), proposals
 
 
 def test_postprocess_detections_hand(xp):
     class_logits, box_regression, proposals = hand_case(xp)
     coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    proposals = pad_proposals(proposals)
     boxes, scores, labels = postprocess_detections(class_logits, box_regression, proposals,
                                                    [(20, 20), (20, 20)], coder)
     # candidates > 0.05: P0c1 .8, P0c2 .1, P1c1 .6, P1c2 .2, P2c2 .47 (P2c1 .03 dropped).
@@ -192,11 +196,32 @@ def test_postprocess_detections_match_torchvision(detections_per_img):
                                              torch.from_numpy(box_regression),
                                              [torch.from_numpy(p) for p in proposals],
                                              image_sizes)
-    out = postprocess_detections(class_logits, box_regression, proposals, image_sizes,
-                                 BoxCoder((10.0, 10.0, 5.0, 5.0)),
+    # our head runs on the proposals padded to 40 per image: pad the logits alike
+    padded = pad_proposals(proposals)
+    rows = np.concatenate([np.arange(40), 40 + np.arange(40)])
+    rows = np.where(rows < 40, rows, np.minimum(rows, 64))  # padding rows: any values
+    out = postprocess_detections(class_logits[rows], box_regression[rows], padded,
+                                 image_sizes, BoxCoder((10.0, 10.0, 5.0, 5.0)),
                                  detections_per_img=detections_per_img)
     for ours, theirs in zip(out, ref_out, strict=True):
         for a, b in zip(ours, theirs, strict=True):
             assert a.shape == tuple(b.shape) and a.shape[0] > 0
             np.testing.assert_allclose(a, b.numpy(), rtol=1e-5, atol=1e-4)
     print(f"postprocess_detections vs torchvision: {[len(b) for b in out[0]]} detections")
+
+
+def test_gpu_paste_equals_the_per_mask_loop(monkeypatch):
+    """paste_masks_batched (two batched products per mask; the GPU's path), run on NumPy,
+    pastes what the CPU loop pastes: boxes inside, across every edge, degenerate."""
+    from npmaskrcnn.model import postprocess
+
+    rng = np.random.default_rng(7)
+    masks = rng.random((6, 1, 28, 28)).astype(np.float32)
+    boxes = np.array([[3, 4, 30, 25], [-5, -7, 12, 9], [30, 20, 55, 48], [10, 10, 10.4, 30],
+                      [20, 5, 18, 9], [0, 0, 40, 32]], dtype=np.float32)
+    loop = paste_masks_in_image(masks, boxes, (32, 40))
+    monkeypatch.setattr(postprocess, "on_device", lambda xp: True)
+    batched = paste_masks_in_image(masks, boxes, (32, 40))
+    assert batched.shape == loop.shape == (6, 32, 40)
+    np.testing.assert_allclose(batched, loop, rtol=1e-6, atol=1e-7)
+    assert np.array_equal(batched > 0.5, loop > 0.5)

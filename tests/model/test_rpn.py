@@ -11,6 +11,7 @@ from npmaskrcnn.model.rpn import (
     flatten_predictions,
     unflatten_gradients,
 )
+from npmaskrcnn.model.targets import batch_ground_truth
 
 
 def test_flatten_orders_rows_by_position_then_anchor():
@@ -62,11 +63,62 @@ def test_rpn_losses_at_init_and_proposals_are_inside_the_image():
     r = np.random.default_rng(1)
     feats = [r.standard_normal((1, 4, 8, 8)).astype(np.float32),
              r.standard_normal((1, 4, 4, 4)).astype(np.float32)]
-    targets = [{"boxes": np.array([[4.0, 4.0, 14.0, 12.0]], np.float32)}]
-    proposals, losses = rpn((32, 32), [(30, 28)], feats, targets)
+    gt = batch_ground_truth([{"boxes": np.array([[4.0, 4.0, 14.0, 12.0]], np.float32),
+                              "labels": np.array([1])}], np.float32)
+    proposals, losses, samples = rpn((32, 32), [(30, 28)], feats, gt)
     assert abs(float(losses["loss_objectness"]) - math.log(2)) < 0.02
-    p = proposals[0]
+    p = proposals.boxes[0][proposals.valid[0]]
     assert 0 < len(p) <= 20
     assert p[:, 0].min() >= 0 and p[:, 2].max() <= 28 and p[:, 3].max() <= 30
-    dfeats = rpn.backward()
+    assert samples.positive.sum() >= 1 and (samples.positive | samples.negative).sum() == 32
+    dfeats = rpn.backward({"loss_objectness": 1.0, "loss_rpn_box_reg": 1.0})
     assert [d.shape for d in dfeats] == [f.shape for f in feats]
+
+
+def test_all_levels_at_once_equals_the_level_loop(monkeypatch):
+    """RPNHead.forward_flat on a GPU (one GEMM over every level; run here on NumPy) gives
+    the loop's predictions, input gradients and parameter gradients, float64."""
+    from npmaskrcnn.model import rpn_head
+
+    r = np.random.default_rng(2)
+    feats = [r.standard_normal((2, 4, 6, 5)), r.standard_normal((2, 4, 3, 3)),
+             r.standard_normal((2, 4, 1, 2))]
+    results = []
+    for batched in (False, True):
+        monkeypatch.setattr(rpn_head, "on_device", lambda xp, b=batched: b)
+        head = RPNHead(4, 3, Generator(0, backend="numpy"), np.float64)
+        obj, deltas, shapes = head.forward_flat(feats)
+        dobj, ddel = (np.random.default_rng(3).standard_normal(a.shape) for a in (obj, deltas))
+        dfeats = head.backward_flat(dobj, ddel, shapes)
+        results.append((obj, deltas, dfeats, {k: g.copy() for k, g in head.gradients().items()},
+                        shapes))
+    (o0, d0, f0, g0, s0), (o1, d1, f1, g1, s1) = results
+    assert [tuple(s) for s in s0] == [tuple(s) for s in s1] == [(2, 3, 6, 5), (2, 3, 3, 3),
+                                                                (2, 3, 1, 2)]
+    np.testing.assert_allclose(o1, o0, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(d1, d0, rtol=1e-12, atol=1e-14)
+    for a, b in zip(f1, f0):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert g0.keys() == g1.keys()
+    for k in g0:
+        np.testing.assert_allclose(g1[k], g0[k], rtol=1e-12, atol=1e-14)
+
+
+def test_top_k_per_level_on_both_engines(monkeypatch):
+    """The k best anchors of each level, best first; padding where a level has fewer."""
+    from npmaskrcnn.model import rpn
+
+    r = np.random.default_rng(4)
+    objectness = r.standard_normal((2, 7 + 3 + 5))
+    out = []
+    for batched in (False, True):
+        monkeypatch.setattr(rpn, "on_device", lambda xp, b=batched: b)
+        index, valid = rpn.top_k_per_level(objectness, [7, 3, 5], 4)
+        out.append((np.asarray(index), np.asarray(valid)))
+    for index, valid in out:
+        assert index.shape == valid.shape == (2, 3, 4)
+        np.testing.assert_array_equal(valid[0], [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]])
+        for i in range(2):
+            for level, (start, num) in enumerate([(0, 7), (7, 3), (10, 5)]):
+                want = start + np.argsort(-objectness[i, start:start + num])[:min(4, num)]
+                np.testing.assert_array_equal(index[i, level][valid[i, level]], want)

@@ -81,7 +81,7 @@ def test_resize_bilinear_matches_naive(xp, in_hw, out_hw):
 @settings(max_examples=30, deadline=None)
 @given(
     st.integers(1, 12), st.integers(1, 12), st.integers(1, 12), st.integers(1, 12),
-    st.floats(-3, 3),
+    st.floats(-3, 3, allow_subnormal=False),  # a subnormal times a weight can flush to 0
 )
 def test_resize_bilinear_properties(h_in, w_in, h_out, w_out, c):
     x = np.random.default_rng(h_in * 13 + w_in).random((h_in, w_in))
