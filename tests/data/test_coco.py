@@ -126,8 +126,13 @@ def test_category_filter_and_skip_empty(tmp_path):
     ann_file, _, _ = _tiny_coco(tmp_path / "crowd", annotations=crowd_only)
     assert len(CocoDataset(ann_file, tmp_path / "crowd")) == 1
     assert len(CocoDataset(ann_file, tmp_path / "crowd", skip_empty=True)) == 0
-    with pytest.raises(DatasetError, match="unknown category 'dog'"):
+    with pytest.raises(DatasetError, match=r"unknown category 'dog'; known: \['seven', "
+                                           r"'three'\] \(ids 3..7\)"):
         CocoDataset(ann_file, tmp_path / "crowd", categories=["dog"])
+    # ids typed on a command line arrive as strings of digits
+    assert CocoDataset(ann_file, tmp_path / "crowd", categories=["7"]).cat_ids == [7]
+    with pytest.raises(DatasetError, match="unknown category '5'"):
+        CocoDataset(ann_file, tmp_path / "crowd", categories=["5"])
 
 
 @settings(max_examples=25, deadline=None)
@@ -261,6 +266,19 @@ def test_subset_refuses_to_overwrite(tmp_path):
     stats = make_coco_subset(ann_file, out, categories=["seven"], overwrite=True)
     assert stats == {"images": 1, "annotations": 1, "crowd": 0, "categories": 1,
                      "per_category": {"seven": 1}}
+
+
+def test_subset_refuses_to_write_an_empty_file(tmp_path):
+    ann_file, _, _ = _tiny_coco(tmp_path)
+    data = json.loads(ann_file.read_text())
+    del data["annotations"]  # an image-info file
+    (tmp_path / "info.json").write_text(json.dumps(data))
+    out = tmp_path / "out.json"
+    with pytest.raises(DatasetError, match=r"info.json: no image has an annotation of the "
+                                           r"chosen categories \(seven, three; 0 annotations"):
+        make_coco_subset(tmp_path / "info.json", out)
+    assert not out.exists()
+    assert make_coco_subset(tmp_path / "info.json", out, keep_empty=True)["images"] == 1
 
 
 # ---- bad input -----------------------------------------------------------------------------
