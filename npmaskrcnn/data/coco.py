@@ -187,7 +187,8 @@ class CocoDataset:
     1..K-1 (``cat_id_to_contiguous``, ``contiguous_to_cat_id``, ``class_names[0] ==
     "__background__"``), the convention of torchvision's and detectron2's COCO loaders.
     ``coco`` is a pycocotools ``COCO`` over exactly the images, categories and annotations
-    served, ready to be the ground truth of ``COCOeval``.
+    served, ready to be the ground truth of ``COCOeval``. ``images`` maps every image id of the
+    file to its record; ``num_annotations`` counts the file's annotations (all categories).
 
     Args:
         ann_file: COCO instances (or person keypoints) JSON.
@@ -216,6 +217,7 @@ class CocoDataset:
         self.class_names = ["__background__"] + [by_id[c]["name"] for c in self.cat_ids]
         self.num_classes = len(self.class_names)
         self.num_keypoints = self._count_keypoints(data, by_id)
+        self.num_annotations = len(data["annotations"])  # in the file, all categories
 
         self._anns = {image_id: [] for image_id in images}
         dropped = []
