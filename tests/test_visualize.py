@@ -61,21 +61,6 @@ def test_class_color_is_fixed_and_distinct():
     assert max(min(rgb) for rgb in colors) < 0.6
 
 
-def test_captions_of_boxes_with_one_corner_do_not_overlap(scene):
-    image = scene[0]
-    boxes = np.array([[5, 4, 20, 14], [5, 4, 30, 20], [6, 5, 25, 25]], np.float32)
-    fig = Figure(figsize=(4, 3))
-    ax = fig.add_subplot(1, 1, 1)
-    draw_instances(ax, image, boxes, np.array([1, 2, 1]), np.array([0.9, 0.8, 0.7]),
-                   class_names=CLASS_NAMES)
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    extents = [t.get_bbox_patch().get_window_extent(canvas.get_renderer()) for t in ax.texts]
-    for i in range(len(extents)):
-        for j in range(i):
-            assert not extents[i].overlaps(extents[j]), (i, j)
-
-
 class CountingMasks:
     """A lazy mask sequence that counts how often each mask is read."""
 
