@@ -43,10 +43,10 @@ commands:
   predict CHECKPOINT IMAGE ...    drawings with the predicted masks + detections.json
   ablate [--quick | --full]       the RoIAlign vs RoIPool ablation (paper Table 2)
 
-'npmaskrcnn COMMAND --help' lists a command's options; train, eval, predict and ablate take
---backend numpy|cupy|cpupy. Errors are one line; --debug shows the full traceback.
+'npmaskrcnn COMMAND --help' lists a command's options; train, eval and predict take
+--backend numpy|cupy|cpupy, ablate --backend numpy|cupy. Errors are one line; --debug shows
+the full traceback.
 """
-
 
 
 class Parser(argparse.ArgumentParser):

@@ -323,6 +323,9 @@ def test_a_refused_run_directory_keeps_its_checkpoint_and_log(world, capsys):
     before = _snapshot(world.tmp / "run")
     code, _, err = run(argv, capsys)
     assert code == 1 and _snapshot(world.tmp / "run") == before
+    # --overwrite removes the old run only once every check has passed
+    code, _, err = run(argv + ["--overwrite", "--image-size", "16"], capsys)
+    assert code == 1 and "at least 32" in err and _snapshot(world.tmp / "run") == before
     code, out, _ = run(argv + ["--overwrite", *TINY, "--iters", "1", "--num-train", "2",
                                "--num-val", "1", "--no-eval"], capsys)
     assert code == 0 and "--overwrite: removed the run's" in out

@@ -85,10 +85,10 @@ def _shapes_data(a, out: Path, size: int):
 
 
 def _prepare_out(a, out: Path):
-    """Check the run directory against --resume/--overwrite; returns the checkpoint's meta
-    when resuming (None otherwise)."""
+    """Check the run directory against --resume/--overwrite (nothing is removed yet); returns
+    the checkpoint's meta when resuming (None otherwise)."""
     from ..engine.checkpoint import read_meta
-    from ..engine.rundir import holds_run, remove_run_files, run_files
+    from ..engine.rundir import holds_run, run_files
 
     checkpoint = out / "checkpoint.npz"
     if a.resume:
@@ -102,11 +102,16 @@ def _prepare_out(a, out: Path):
         raise CommandError(f"{out}: holds a run already ({found}); not overwritten",
                            hint="add --resume to continue it, --overwrite to start it again, "
                            "or choose another --out")
-    if a.overwrite:
-        removed = remove_run_files(out)
-        if removed:
-            print(f"--overwrite: removed the run's {plural(len(removed), 'file')} in {out}")
     return None
+
+
+def _overwrite(out: Path) -> None:
+    """--overwrite: remove the old run's files, once every check has passed."""
+    from ..engine.rundir import remove_run_files
+
+    removed = remove_run_files(out)
+    if removed:
+        print(f"--overwrite: removed the run's {plural(len(removed), 'file')} in {out}")
 
 
 def train(a) -> None:
@@ -118,6 +123,15 @@ def train(a) -> None:
 
     out = refuse_file(a.out, "--out")
     meta = _prepare_out(a, out)
+    # Shapes are drawn at 128 px; the model sees them at 1.5x, so that a small object
+    # covers more cells of the stride-4 P2 map its mask is pooled from: on the validation
+    # shapes, mask AP 0.55 after 1500 iterations at 128 px, 0.60 after 3000, 0.63 after
+    # 1500 at 192 px (about the time of 3000 at 128 px).
+    size = a.input_size or (a.image_size if a.ann else int(1.5 * (a.image_size or 128)))
+    if (size or PRESETS[a.preset]().transform.min_size) < MIN_INPUT_SIZE:
+        raise CommandError(f"--image-size {a.image_size}: the model would see {size}-px images; "
+                           f"it needs at least {MIN_INPUT_SIZE} (one cell of its stride-32 "
+                           "level)", hint="raise --image-size, or set --input-size")
     if a.ann:
         train_set = CocoDataset(a.ann, a.images, skip_empty=True)
         if len(train_set) == 0:
@@ -135,18 +149,8 @@ def train(a) -> None:
             raise CommandError(f"{val_ann}: has the classes {val_set.class_names[1:]}, but the "
                                f"training data has {train_set.class_names[1:]}")
     cfg = PRESETS[a.preset](num_classes=train_set.num_classes)
-    # Shapes are drawn at 128 px; the model sees them at 1.5x, so that a small object
-    # covers more cells of the stride-4 P2 map its mask is pooled from: on the validation
-    # shapes, mask AP 0.55 after 1500 iterations at 128 px, 0.60 after 3000, 0.63 after
-    # 1500 at 192 px (about the time of 3000 at 128 px).
-    size = a.input_size or (a.image_size if a.ann else int(1.5 * (a.image_size or 128)))
     if size:
         cfg.transform.min_size = cfg.transform.max_size = size
-    if cfg.transform.min_size < MIN_INPUT_SIZE:
-        raise CommandError(f"--image-size {a.image_size}: the model would see "
-                           f"{cfg.transform.min_size}-px images; it needs at least "
-                           f"{MIN_INPUT_SIZE} (one cell of its stride-32 level)",
-                           hint="raise --image-size, or set --input-size")
     cfg.seed = a.seed
     model = MaskRCNN(cfg, backend=a.backend)
     steps = tuple(a.steps) if a.steps is not None else (int(0.8 * a.iters), int(0.93 * a.iters))
@@ -183,6 +187,8 @@ def train(a) -> None:
           f"{plural(len(train_set), 'image')} seen at {cfg.transform.min_size} px, "
           f"backend {B.get_backend() if a.backend is None else a.backend}; "
           f"a checkpoint every {a.checkpoint_every} iterations in {out}")
+    if a.overwrite:
+        _overwrite(out)
     t0 = time.perf_counter()
     try:
         trainer.train(resume=meta is not None)
