@@ -1,4 +1,4 @@
-"""The ``npmaskrcnn`` command line.
+"""The ``npmaskrcnn`` command line: the parser, the commands, and one error path.
 
     npmaskrcnn make-shapes  OUT_DIR            generate the synthetic shapes data (COCO format)
     npmaskrcnn coco-subset  ANN OUT            a small COCO JSON: chosen categories, N images
@@ -7,262 +7,358 @@
     npmaskrcnn predict      CHECKPOINT IMAGES  PNGs with masks drawn + detections JSON
     npmaskrcnn ablate       [--quick|--full]   the RoIAlign vs RoIPool ablation (Table 2)
 
-Every subcommand takes ``--backend numpy|cupy``; ``npmaskrcnn SUBCOMMAND --help``
-explains the options.
+Expected failures -- a bad data file or record, a bad checkpoint, a missing file, a refused
+overwrite, a diverged run -- end with one line ``npmaskrcnn <command>: error: <file>:
+<problem>`` (plus, where it helps, one line saying what to do) and exit status 1; bad
+arguments are refused by the parser the same way (status 2); Ctrl-C ends with one line and
+status 130. A traceback means a bug, or ``--debug`` was given.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import importlib
+import math
 import sys
-import time
+import warnings
 from pathlib import Path
 
-import numpy as np
-
 from . import backend as B
-from .config import PRESETS, MaskRCNNConfig
+from .commands.common import MIN_INPUT_SIZE, CommandError, given, load_model
+from .config import PRESETS
+from .data.coco import DatasetError
+from .data.images import ImageError
+from .data.shapes import DEFAULT_CLASSES, SHAPE_CLASSES
+from .engine.checkpoint import CheckpointError
+from .engine.trainer import TrainingDiverged
+
+__all__ = ["build_parser", "main", "load_model", "CommandError"]
+
+EPILOG = """\
+commands:
+  make-shapes OUT_DIR             generate the synthetic shapes data (COCO format)
+  coco-subset ANN OUT             a small COCO JSON: chosen categories, at most N images
+  train [--ann A --images DIR]    train (default: generated shapes, the shapes preset)
+  eval CHECKPOINT --ann --images  COCO box and mask AP of a checkpoint
+  predict CHECKPOINT IMAGE ...    drawings with the predicted masks + detections.json
+  ablate [--quick | --full]       the RoIAlign vs RoIPool ablation (paper Table 2)
+
+'npmaskrcnn COMMAND --help' lists a command's options; train, eval and predict take
+--backend numpy|cupy|cpupy, ablate --backend numpy|cupy. Errors are one line; --debug shows
+the full traceback.
+"""
 
 
-def _add_backend(p):
-    p.add_argument("--backend", choices=B.BACKENDS, default=None,
-                   help="array backend (default: $NPMASKRCNN_BACKEND or numpy)")
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line plus where to find the options, and that
+    takes no abbreviated option names (``--num`` is not silently ``--num-train``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n"
+                     f"'{self.prog} --help' lists the options\n")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's default after its help, unless the help already says it or there is
+    none to say (no value, or a switch that is off)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default is None or default is False
+                or default == argparse.SUPPRESS
+                or action.nargs == 0):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})"
+
+
+# ---------------------------------------------------------------------------- argument types
+def int_at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    parse.__name__ = f"int >= {low}"
+    return parse
+
+
+def float_in(low: float, high: float = math.inf, low_open: bool = False):
+    """An argparse type: a finite float in [low, high] (or (low, high] with ``low_open``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or value > high or (low_open and
+                                                                      value == low):
+            bound = f"> {low:g}" if low_open else f">= {low:g}"
+            upper = f" and <= {high:g}" if math.isfinite(high) else ""
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}{upper}, "
+                                             f"got {text}")
+        return value
+    return parse
+
+
+def split_name(text: str) -> str:
+    """An argparse type: a split name that is a plain folder name."""
+    if not text or text in (".", "..") or "/" in text or "\\" in text:
+        raise argparse.ArgumentTypeError(f"must be a plain folder name, got {text!r}")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="npmaskrcnn", description="Mask R-CNN from scratch in NumPy/CuPy.",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="npmaskrcnn", description="Mask R-CNN from scratch in NumPy/CuPy.",
+                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = Parser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="on an error, show the full Python traceback")
+    device = Parser(add_help=False)
+    device.add_argument("--backend", choices=B.BACKENDS, default=None,
+                        help="array backend (default: $NPMASKRCNN_BACKEND, else numpy)")
 
-    p = sub.add_parser("make-shapes", help="generate the synthetic shapes dataset",
-                       description="Write PNG images and a COCO instances JSON of random "
-                                   "squares, circles, triangles, rings and crosses.")
-    p.add_argument("out_dir")
-    p.add_argument("--num-images", type=int, default=200)
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--split", default="train")
-    p.add_argument("--seed", type=int, default=0)
+    def command(name, help, description, parents=(common,)):
+        return sub.add_parser(name, help=help, description=description, parents=list(parents),
+                              formatter_class=HelpFormatter)
 
-    p = sub.add_parser("coco-subset", help="write a small COCO subset JSON",
-                       description="Keep only the chosen categories and at most N images "
-                                   "(seeded choice) of a COCO annotation file.")
-    p.add_argument("ann_file")
-    p.add_argument("out_file")
-    p.add_argument("--categories", nargs="*", default=None, help="names or ids (default all)")
-    p.add_argument("--max-images", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p = command("make-shapes", "generate the synthetic shapes dataset",
+                "Write PNG images and a COCO instances JSON of random shapes (by default "
+                "squares, circles, triangles and rings) on textured backgrounds: "
+                "OUT_DIR/SPLIT/*.png and OUT_DIR/annotations/instances_SPLIT.json.")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write into")
+    p.add_argument("--num-images", type=int_at_least(1), default=200, help="images to draw")
+    p.add_argument("--image-size", type=int_at_least(16), default=128,
+                   help="side of the square images, in pixels")
+    p.add_argument("--split", type=split_name, default="train",
+                   help="name of the split (its folder and JSON name)")
+    p.add_argument("--classes", nargs="+", choices=SHAPE_CLASSES, default=list(DEFAULT_CLASSES),
+                   metavar="CLASS", help=f"shape classes, from {', '.join(SHAPE_CLASSES)}")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed of the data")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a split of that name already in OUT_DIR")
 
-    p = sub.add_parser("train", help="train Mask R-CNN",
-                       description="Train on a COCO-format dataset (--ann/--images); with no "
-                                   "dataset, generate shapes data and train the shapes preset, "
-                                   "then evaluate on a held-out generated split.")
-    p.add_argument("--ann", help="COCO annotation JSON (default: generated shapes)")
+    p = command("coco-subset", "write a small COCO subset JSON",
+                "Keep only the chosen categories and at most N images (a seeded choice among "
+                "the images with at least one of them) of a COCO annotation file, e.g. the "
+                "official instances_val2017.json. Images are not copied: the subset refers to "
+                "the same image folder.")
+    p.add_argument("ann_file", metavar="ANN", help="COCO annotation JSON to read")
+    p.add_argument("out_file", metavar="OUT", help="JSON file to write")
+    p.add_argument("--categories", nargs="+", default=None, metavar="CAT",
+                   help="category names or ids to keep, e.g. person dog 18 (default: all)")
+    p.add_argument("--max-images", type=int_at_least(1), default=None,
+                   help="most images to keep (default: all that have the categories)")
+    p.add_argument("--keep-empty", action="store_true",
+                   help="also draw from images without any annotation of the categories")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the image choice")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
+    p = command("train", "train Mask R-CNN",
+                "Train on a COCO-format dataset (--ann/--images); with no dataset, generate "
+                "shapes data into OUT/data and train the shapes preset, then evaluate on a "
+                "held-out generated split. A checkpoint is written every --checkpoint-every "
+                "iterations; --resume continues from it exactly.", parents=(common, device))
+    p.add_argument("--ann", help="COCO annotation JSON to train on (default: generated shapes)")
     p.add_argument("--images", help="image folder of --ann")
-    p.add_argument("--val-ann")
-    p.add_argument("--val-images")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="shapes")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="size of the generated shapes images (default 128), and the model's "
+    p.add_argument("--val-ann", help="COCO annotation JSON to evaluate on after training "
+                   "(default with generated shapes: a generated validation split)")
+    p.add_argument("--val-images", help="image folder of --val-ann")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="shapes", help="model preset")
+    p.add_argument("--image-size", type=int_at_least(16), default=None,
+                   help="side of the generated shapes images (default 128), and the model's "
                    "resize when --input-size is not given")
-    p.add_argument("--input-size", type=int, default=None,
+    p.add_argument("--input-size", type=int_at_least(MIN_INPUT_SIZE), default=None,
                    help="the model's resize: short and long side of the images it sees "
                    "(default: 1.5 x --image-size for generated shapes, 192 px, as Mask R-CNN "
                    "upsamples COCO images to 800; with --ann, --image-size or the preset's)")
-    p.add_argument("--out", default="runs/shapes", help="run directory (checkpoints, logs)")
-    p.add_argument("--iters", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=0.02)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--steps", type=int, nargs="*", default=None,
-                   help="lr x0.1 at these iterations (default: 80%% and 93%% of --iters)")
-    p.add_argument("--checkpoint-every", type=int, default=250)
-    p.add_argument("--num-train", type=int, default=400, help="generated shapes images")
-    p.add_argument("--num-val", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
-    p.add_argument("--no-eval", action="store_true")
-    p.add_argument("--clip-grad-norm", type=float, default=10.0)
-    _add_backend(p)
+    p.add_argument("--out", default="runs/shapes", help="run directory (checkpoint, logs)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its checkpoint.npz, with the "
+                       "options it was started with (options typed again override them)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start again in an --out that holds a run (replaces its "
+                       "checkpoint, log, eval and examples)")
+    p.add_argument("--iters", type=int_at_least(1), default=1500, help="training iterations")
+    p.add_argument("--batch-size", type=int_at_least(1), default=4, help="images per iteration")
+    p.add_argument("--lr", type=float_in(0.0, low_open=True), default=0.02,
+                   help="learning rate after warm-up")
+    p.add_argument("--warmup", type=int_at_least(0), default=100,
+                   help="iterations of linear learning-rate warm-up")
+    p.add_argument("--steps", type=int_at_least(1), nargs="*", default=None, metavar="ITER",
+                   help="lr x0.1 at these iterations (default: 80%% and 93%% of --iters; "
+                   "'--steps' alone: never)")
+    p.add_argument("--checkpoint-every", type=int_at_least(1), default=100,
+                   help="iterations between two checkpoints (one is also written at the end)")
+    p.add_argument("--clip-grad-norm", type=float_in(0.0), default=10.0,
+                   help="clip the global gradient norm to this (0: no clipping)")
+    p.add_argument("--num-train", type=int_at_least(1), default=400,
+                   help="generated shapes images to train on")
+    p.add_argument("--num-val", type=int_at_least(1), default=100,
+                   help="generated shapes images to evaluate on")
+    p.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="seed of the generated data, the initial weights and the batch order")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
 
-    p = sub.add_parser("eval", help="COCOeval a checkpoint on a COCO-format dataset")
-    p.add_argument("checkpoint")
-    p.add_argument("--ann", required=True)
-    p.add_argument("--images", required=True)
-    p.add_argument("--out", default=None, help="write detections.json and metrics.json here")
-    p.add_argument("--per-category", action="store_true")
-    _add_backend(p)
+    p = command("eval", "COCOeval a checkpoint on a COCO-format dataset",
+                "Predict every image of --ann and score the detections with pycocotools' "
+                "COCOeval: box and mask AP, printed in percent.", parents=(common, device))
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.npz of a run")
+    p.add_argument("--ann", required=True, help="COCO annotation JSON with the ground truth")
+    p.add_argument("--images", required=True, help="image folder of --ann")
+    p.add_argument("--out", default=None,
+                   help="folder to write metrics.json and detections.json into")
+    p.add_argument("--per-category", action="store_true", help="add AP tables per category")
 
     sub.add_parser("ablate", help="the RoIAlign vs RoIPool ablation (paper Table 2)",
                    add_help=False, description="Runs npmaskrcnn.engine.ablation; "
                    "'npmaskrcnn ablate --help' lists its options.")
 
-    p = sub.add_parser("predict", help="draw predicted masks on images")
-    p.add_argument("checkpoint")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--out", default="predictions")
-    p.add_argument("--score-thresh", type=float, default=0.5)
-    _add_backend(p)
+    p = command("predict", "draw predicted masks on images",
+                "Detect objects in image files: one drawing per image (masks, boxes, class and "
+                "score) and detections.json (label, score, box, mask area), in --out. Inputs "
+                "are never overwritten; names that collide get -2, -3, ...",
+                parents=(common, device))
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.npz of a run")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: 'predictions' beside the checkpoint)")
+    p.add_argument("--score-thresh", type=float_in(0.0, 1.0), default=0.5,
+                   help="smallest score drawn and listed")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an earlier prediction in --out")
+    parser.command_parsers = sub.choices
     return parser
 
 
-def load_model(checkpoint: str, backend=None):
-    """A ``MaskRCNN`` rebuilt from a checkpoint's config and weights, and its meta."""
-    from .engine.checkpoint import load_checkpoint, read_meta
-    from .model.mask_rcnn import MaskRCNN
-
-    meta = read_meta(checkpoint)
-    model = MaskRCNN(MaskRCNNConfig.from_dict(meta["model_config"]), backend=backend)
-    load_checkpoint(checkpoint, model)
-    return model.eval(), meta
-
-
-def cmd_make_shapes(a):
-    from .data.shapes import make_shapes_dataset
-
-    path = make_shapes_dataset(a.out_dir, a.num_images, image_size=a.image_size, seed=a.seed,
-                               split_name=a.split)
-    print(f"wrote {a.num_images} images and {path}")
+def check_args(parser, a) -> None:
+    """Cross-argument checks the parser cannot express; errors go through ``parser.error``."""
+    sub = parser.command_parsers[a.command]
+    if a.command == "train":
+        for first, second in (("--ann", "--images"), ("--val-ann", "--val-images")):
+            have = [name for name in (first, second)
+                    if getattr(a, name[2:].replace("-", "_"))]
+            if len(have) == 1:
+                sub.error(f"{have[0]} needs {second if have[0] == first else first}")
+        for option in ("--num-train", "--num-val"):
+            if a.ann and given(a.argv, option):
+                sub.error(f"{option} is for generated shapes; with --ann it would be ignored")
 
 
-def cmd_coco_subset(a):
-    from .data.coco import make_coco_subset
+# ---------------------------------------------------------------------------- commands
+def _run(module: str, function: str):
+    """A command, imported only when it runs (``--help`` stays fast)."""
+    def run(a):
+        return getattr(importlib.import_module(f"npmaskrcnn.commands.{module}"), function)(a)
+    return run
 
-    stats = make_coco_subset(a.ann_file, a.out_file, categories=a.categories,
-                             max_images=a.max_images, seed=a.seed)
-    print(json.dumps(stats, indent=1, default=str))
+
+COMMANDS = {"make-shapes": _run("datasets", "make_shapes"),
+            "coco-subset": _run("datasets", "coco_subset"),
+            "train": _run("train", "train"), "eval": _run("evaluate", "evaluate_checkpoint"),
+            "predict": _run("predict", "predict")}
 
 
-def cmd_train(a):
-    from .data.coco import CocoDataset
-    from .data.shapes import make_shapes_dataset, shapes_paths
-    from .engine.evaluate import evaluate, format_summary
-    from .engine.trainer import TrainConfig, Trainer
-    from .model.mask_rcnn import MaskRCNN
+# ---------------------------------------------------------------------------- error path
+EXPECTED = (CommandError, DatasetError, ImageError, CheckpointError, TrainingDiverged,
+            B.BackendError, OSError, MemoryError)
 
-    out = Path(a.out)
-    if a.ann:
-        if not a.images:
-            raise SystemExit("npmaskrcnn train: --ann needs --images")
-        train_set = CocoDataset(a.ann, a.images, skip_empty=True)
-        val_ann, val_images = a.val_ann, a.val_images
+
+def is_expected(err: BaseException) -> bool:
+    """True for the failures a user can cause and fix (see the module docstring)."""
+    # CuPy's out-of-memory error, recognised without importing CuPy here
+    return isinstance(err, EXPECTED) or type(err).__name__ == "OutOfMemoryError"
+
+
+def describe(err: BaseException) -> tuple[str, str | None]:
+    """``(one-line message, hint or None)`` of an expected failure."""
+    hint = getattr(err, "hint", None)
+    if isinstance(err, OSError) and err.filename is not None:
+        message = f"{err.filename}: {err.strerror or err}"
+        if err.filename2 is not None:
+            message += f" (and {err.filename2})"
+    elif isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        message = f"out of memory ({type(err).__name__}: {err})"
+        hint = hint or "try a smaller --batch-size or --image-size/--input-size"
     else:
-        size = a.image_size or 128
-        data = out / "data"
-        for split, n in (("train", a.num_train), ("val", a.num_val)):
-            ann_file, _ = shapes_paths(data, split)
-            if not ann_file.exists():
-                print(f"generating {n} {split} shapes images in {data}")
-                make_shapes_dataset(data, n, image_size=size, seed=a.seed, split_name=split)
-        ann_file, image_dir = shapes_paths(data, "train")
-        train_set = CocoDataset(ann_file, image_dir)
-        val_ann, val_images = (str(p) for p in shapes_paths(data, "val"))
-    cfg = PRESETS[a.preset](num_classes=train_set.num_classes)
-    # Shapes are drawn at 128 px; the model sees them at 1.5x, so that a small object
-    # covers more cells of the stride-4 P2 map its mask is pooled from: on the validation
-    # shapes, mask AP 0.55 after 1500 iterations at 128 px, 0.60 after 3000, 0.63 after
-    # 1500 at 192 px (about the time of 3000 at 128 px).
-    size = a.input_size or (a.image_size if a.ann else int(1.5 * (a.image_size or 128)))
-    if size:
-        cfg.transform.min_size = cfg.transform.max_size = size
-    cfg.seed = a.seed
-    model = MaskRCNN(cfg, backend=a.backend)
-    steps = tuple(a.steps) if a.steps is not None else (int(0.8 * a.iters), int(0.93 * a.iters))
-    tcfg = TrainConfig(iters=a.iters, batch_size=a.batch_size, lr=a.lr, warmup_iters=a.warmup,
-                       steps=steps, checkpoint_every=a.checkpoint_every, seed=a.seed,
-                       clip_grad_norm=a.clip_grad_norm)
-    trainer = Trainer(model, train_set, tcfg, str(out), backend=a.backend,
-                      extra_meta={"class_names": train_set.class_names,
-                                  "contiguous_to_cat_id": {str(k): v for k, v in
-                                                           train_set.contiguous_to_cat_id.items()}})
-    t0 = time.perf_counter()
-    trainer.train(resume=a.resume)
-    print(f"trained {a.iters} iterations in {time.perf_counter() - t0:.0f} s; "
-          f"checkpoint {trainer.checkpoint_path}")
-    if a.no_eval or not val_ann:
-        return
-    val_set = CocoDataset(val_ann, val_images)
-    metrics = evaluate(model, val_set, out_dir=str(out / "eval"))
-    print(format_summary(metrics))
-    _save_examples(model, val_set, out / "examples", n=6)
+        message = str(err)
+    return " ".join(message.split("\n")), hint
 
 
-def _save_examples(model, dataset, out_dir: Path, n: int = 6, score_thresh: float = 0.5):
-    from .visualize import show_gt_vs_pred
+def interrupted(a) -> str:
+    """The line printed on Ctrl-C: for ``train``, whether the last checkpoint can resume."""
+    if getattr(a, "command", None) != "train":
+        return "interrupted"
+    from .engine.checkpoint import read_meta
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for i in range(min(n, len(dataset))):
-        image, target = dataset[i]
-        pred = model.predict([B.to_backend(image)])[0]
-        pred = {k: B.asnumpy(v) for k, v in pred.items()}
-        show_gt_vs_pred(image, target, pred, dataset.class_names,
-                        path=str(out_dir / f"example_{i}.png"))
-    print(f"example predictions drawn in {out_dir}")
-
-
-def cmd_eval(a):
-    from .data.coco import CocoDataset
-    from .engine.evaluate import evaluate, format_summary
-
-    model, meta = load_model(a.checkpoint, a.backend)
-    dataset = CocoDataset(a.ann, a.images)
-    if meta.get("class_names") and meta["class_names"] != dataset.class_names:
-        raise SystemExit(f"npmaskrcnn eval: {a.ann} has classes {dataset.class_names[1:]} but "
-                         f"{a.checkpoint} was trained on {meta['class_names'][1:]}")
-    metrics = evaluate(model, dataset, out_dir=a.out, per_category=a.per_category)
-    print(format_summary(metrics))
+    checkpoint = Path(a.out) / "checkpoint.npz"
+    if not checkpoint.is_file():
+        return (f"interrupted before the first checkpoint (one every {a.checkpoint_every} "
+                "iterations): nothing to resume")
+    try:
+        iteration = f"iteration {read_meta(str(checkpoint))['iteration']}, "
+    except (CheckpointError, KeyError):
+        iteration = ""
+    return (f"interrupted; the last checkpoint, {checkpoint} ({iteration}written before the "
+            f"interruption), is intact: add --resume to continue from it")
 
 
-def cmd_predict(a):
-    from PIL import Image, UnidentifiedImageError
-
-    from .visualize import show_prediction
-
-    model, meta = load_model(a.checkpoint, a.backend)
-    names = meta.get("class_names") or [str(i) for i in range(model.cfg.num_classes)]
-    os.makedirs(a.out, exist_ok=True)
-    results = []
-    for path in a.images:
-        try:
-            with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
-        except (OSError, UnidentifiedImageError) as err:
-            raise SystemExit(f"npmaskrcnn predict: cannot read image {path}: {err}") from err
-        pred = {k: B.asnumpy(v) for k, v in model.predict([B.to_backend(image)])[0].items()}
-        stem = Path(path).stem
-        show_prediction(image, pred, names, path=os.path.join(a.out, f"{stem}.png"),
-                        score_thresh=a.score_thresh)
-        keep = pred["scores"] >= a.score_thresh
-        results.append({"image": str(path), "detections": [
-            {"label": names[int(lb)], "score": float(s), "box": [float(v) for v in b],
-             "mask_area": int((m >= 0.5).sum())}
-            for b, lb, s, m in zip(pred["boxes"][keep], pred["labels"][keep],
-                                   pred["scores"][keep], pred["masks"][keep])]})
-    with open(os.path.join(a.out, "detections.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"wrote {len(results)} drawings and detections.json to {a.out}")
-
-
-COMMANDS = {"make-shapes": cmd_make_shapes, "coco-subset": cmd_coco_subset,
-            "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict}
+def _warning_printer(prog: str):
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=sys.stderr, flush=True)
+    return show
 
 
 def main(argv=None) -> int:
+    """Run one command; returns the exit status (0, 1 for an error, 130 on Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["ablate"]:  # its own parser: all remaining options are the ablation's
-        from .engine.ablation import main as ablate_main
-
-        return ablate_main(argv[1:]) or 0
-    args = build_parser().parse_args(argv)
-    if getattr(args, "backend", None):
+    try:  # a log file gets each line when it is printed, in order with the progress lines
+        sys.stdout.reconfigure(line_buffering=True)
+    except (AttributeError, ValueError, OSError):  # not a text stream that can
+        pass
+    prog = f"npmaskrcnn {argv[0]}" if argv and not argv[0].startswith("-") else "npmaskrcnn"
+    debug, args = "--debug" in argv, None
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_printer(prog)
         try:
-            B.set_backend(args.backend)
-        except B.BackendError as err:
-            raise SystemExit(f"npmaskrcnn: {err}") from err
-    COMMANDS[args.command](args)
-    return 0
+            if argv[:1] == ["ablate"]:  # its own parser: the remaining options are its own
+                from .engine.ablation import main as ablate_main
+
+                return ablate_main([x for x in argv[1:] if x != "--debug"]) or 0
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            args.argv = argv
+            if args.command == "train" and args.resume:
+                from .commands.train import resume_options
+
+                args = resume_options(parser, args)
+            check_args(parser, args)
+            if getattr(args, "backend", None):
+                B.set_backend(args.backend)
+            return COMMANDS[args.command](args) or 0
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            print(f"\n{prog}: {interrupted(args)}", file=sys.stderr)
+            return 130
+        except Exception as err:
+            if debug or not is_expected(err):
+                raise
+            message, hint = describe(err)
+            print(f"{prog}: error: {message}", file=sys.stderr)
+            if hint:
+                print(f"{prog}: {hint}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -57,6 +57,52 @@ def test_class_color_is_fixed_and_distinct():
     colors = {class_color(k) for k in range(20)}
     assert len(colors) == 20
     assert all(0.0 <= c <= 1.0 for rgb in colors for c in rgb)
+    # no pastel: every colour is far from white, so a half-opaque mask stays visible
+    assert max(min(rgb) for rgb in colors) < 0.6
+
+
+class CountingMasks:
+    """A lazy mask sequence that counts how often each mask is read."""
+
+    def __init__(self, masks):
+        self.masks, self.reads = masks, []
+
+    def __len__(self):
+        return len(self.masks)
+
+    def __getitem__(self, d):
+        self.reads.append(d)
+        return self.masks[d]
+
+
+def test_lazy_masks_are_read_once_and_only_when_drawn(scene):
+    image, _, prediction = scene
+    lazy = CountingMasks(prediction["masks"][:, 0] > 0.5)
+    ax = Figure().add_subplot(1, 1, 1)
+    shown = draw_instances(ax, image, prediction["boxes"], prediction["labels"],
+                           prediction["scores"], lazy, CLASS_NAMES)
+    assert shown == 1 and lazy.reads == [0]  # the 0.31 detection is not drawn, not pasted
+    eager = Figure().add_subplot(1, 1, 1)
+    draw_instances(eager, image, prediction["boxes"], prediction["labels"],
+                   prediction["scores"], prediction["masks"], CLASS_NAMES)
+    np.testing.assert_array_equal(ax.images[0].get_array(), eager.images[0].get_array())
+
+
+def test_large_and_one_pixel_wide_images(tmp_path):
+    tall = np.full((3, 3200, 100), 0.5, np.float32)
+    mask = np.zeros((1, 3200, 100), bool)
+    mask[0, 1000:2000, 10:60] = True
+    ax = Figure().add_subplot(1, 1, 1)
+    draw_instances(ax, tall, np.array([[10, 1000, 60, 2000]]), np.array([1]), masks=mask)
+    assert ax.images[0].get_array().shape == (1600, 50, 3)  # every 2nd pixel
+    assert ax.images[0].get_extent() == [0, 100, 3200, 0]  # in the image's own pixels
+    thin = np.full((3, 40, 1), 0.5, np.float32)  # (3, H, 1) reads as HWC: given as (H, 1, 3)
+    line = np.zeros((1, 40, 1), bool)
+    line[0, 5:30] = True
+    show_prediction(thin.transpose(1, 2, 0), {"boxes": np.array([[0, 5, 1, 30]], np.float32),
+                           "labels": np.array([1]), "scores": np.array([0.9]), "masks": line},
+                    CLASS_NAMES, path=tmp_path / "thin.png")
+    _assert_png(tmp_path / "thin.png")
 
 
 def test_to_hwc_layouts():
@@ -132,6 +178,9 @@ def test_show_prediction_and_gt_vs_pred_write_pngs(scene, tmp_path):
     assert len(fig.axes) == 2
     _assert_png(tmp_path / "sub" / "gt_vs_pred.png")
     assert show_prediction(image, prediction, CLASS_NAMES) is not None  # no path: no file
+    assert fig.axes[0].get_title() == "ground truth: 2 instances"
+    one = show_prediction(image, prediction, CLASS_NAMES)
+    assert one.axes[0].get_title() == "prediction: 1 detection, score >= 0.5"
 
 
 def test_show_anchors_and_proposals_write_pngs(scene, tmp_path):
@@ -178,6 +227,11 @@ def test_plot_loss_curves_from_file_and_list(tmp_path):
     assert ax.get_yscale() == "log"
     assert [line.get_label() for line in ax.lines][0] == "loss"
     assert len(ax.lines) == 6 and len(fig.axes) == 2  # 6 losses + twin axis for lr
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()][-1] == "lr"  # one legend for both axes
+    assert not legend.get_window_extent().overlaps(ax.get_window_extent())  # beside the plot
     fig = plot_loss_curves(records, path=tmp_path / "loss2.png", keys=["loss_mask"])
     assert [line.get_label() for line in fig.axes[0].lines] == ["loss_mask"]
     _assert_png(tmp_path / "loss2.png")

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_utils
-from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
+
+from .images import ImageError, read_image
 
 _PER_INSTANCE = ("boxes", "labels", "masks", "iscrowd", "area", "keypoints")
 
@@ -100,15 +101,22 @@ def _index_records(data: dict, path) -> tuple[dict, dict]:
 
 
 def resolve_categories(categories, by_id: dict, path="") -> list[int]:
-    """COCO category ids, sorted, for ``categories`` given as names and/or ids (None: all)."""
+    """COCO category ids, sorted, for ``categories`` given as names and/or ids (None: all).
+
+    An id may be an int or a string of digits (as typed on a command line); a string is
+    first looked up as a name, so a category *named* "7" is still found by name.
+    """
     if categories is None:
         return sorted(by_id)
     by_name = {c["name"]: cid for cid, c in by_id.items()}
     ids = set()
     for item in [categories] if isinstance(categories, (str, int)) else categories:
         cid = by_name.get(item) if isinstance(item, str) else item
+        if cid is None and isinstance(item, str) and item.strip().isdigit():
+            cid = int(item)
         if cid not in by_id:
-            raise DatasetError(f"{path}: unknown category {item!r}; known: {sorted(by_name)}")
+            known = f"{sorted(by_name)} (ids {min(by_id)}..{max(by_id)})" if by_id else "none"
+            raise DatasetError(f"{path}: unknown category {item!r}; known: {known}")
         ids.add(cid)
     return sorted(ids)
 
@@ -179,7 +187,8 @@ class CocoDataset:
     1..K-1 (``cat_id_to_contiguous``, ``contiguous_to_cat_id``, ``class_names[0] ==
     "__background__"``), the convention of torchvision's and detectron2's COCO loaders.
     ``coco`` is a pycocotools ``COCO`` over exactly the images, categories and annotations
-    served, ready to be the ground truth of ``COCOeval``.
+    served, ready to be the ground truth of ``COCOeval``. ``images`` maps every image id of the
+    file to its record; ``num_annotations`` counts the file's annotations (all categories).
 
     Args:
         ann_file: COCO instances (or person keypoints) JSON.
@@ -208,6 +217,7 @@ class CocoDataset:
         self.class_names = ["__background__"] + [by_id[c]["name"] for c in self.cat_ids]
         self.num_classes = len(self.class_names)
         self.num_keypoints = self._count_keypoints(data, by_id)
+        self.num_annotations = len(data["annotations"])  # in the file, all categories
 
         self._anns = {image_id: [] for image_id in images}
         dropped = []
@@ -278,21 +288,20 @@ class CocoDataset:
         return len(self.image_ids)
 
     def load_image(self, index: int) -> np.ndarray:
-        """(3, H, W) float32 RGB in [0, 1] of the ``index``-th image (grey images -> RGB)."""
+        """(3, H, W) float32 RGB in [0, 1] of the ``index``-th image, decoded by
+        :func:`~npmaskrcnn.data.images.read_image` (grey -> RGB, 16-bit and float images
+        scaled, not saturated)."""
         info = self.images[self.image_ids[index]]
         path = self.image_dir / info["file_name"]
         where = f"image id {info['id']} in {self.ann_file}"
         try:
-            with Image.open(path) as im:
-                pixels = np.asarray(im.convert("RGB"))  # (H, W, 3) uint8
-        except FileNotFoundError as err:
-            raise DatasetError(f"{path}: image file not found ({where})") from err
-        except (UnidentifiedImageError, OSError) as err:
-            raise DatasetError(f"{path}: cannot decode image ({where}): {err}") from err
-        if pixels.shape[:2] != (info["height"], info["width"]):
-            raise DatasetError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]} but "
+            pixels = read_image(path)
+        except ImageError as err:
+            raise DatasetError(f"{err} ({where})") from err
+        if pixels.shape[1:] != (info["height"], info["width"]):
+            raise DatasetError(f"{path}: image is {pixels.shape[2]}x{pixels.shape[1]} but "
                                f"{where} says {info['width']}x{info['height']}")
-        return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32) / 255.0
+        return pixels
 
     def load_target(self, index: int) -> dict:
         """The target dict of the ``index``-th image (see the class docstring)."""
@@ -383,7 +392,8 @@ def make_coco_subset(ann_file, out_file, categories=None, max_images=None, seed=
     ):
         raise DatasetError(f"{out_file}: refusing to write the subset over its input file")
     if out_file.exists() and not overwrite:
-        raise DatasetError(f"{out_file}: already exists (pass overwrite=True to replace it)")
+        raise DatasetError(f"{out_file}: already exists; not replaced (overwrite=True, or "
+                           "--overwrite on the command line, replaces it)")
     data = load_coco_json(ann_file)
     images, by_id = _index_records(data, ann_file)
     keep_cats = set(resolve_categories(categories, by_id, ann_file))
@@ -393,6 +403,11 @@ def make_coco_subset(ann_file, out_file, categories=None, max_images=None, seed=
     if max_images is not None and max_images < len(candidates):
         picked = np.random.default_rng(seed).choice(len(candidates), max_images, replace=False)
         candidates = sorted(candidates[int(k)] for k in picked)
+    if not candidates:
+        names = sorted(by_id[c]["name"] for c in keep_cats)
+        raise DatasetError(f"{ann_file}: no image has an annotation of the chosen categories "
+                           f"({', '.join(names[:10])}{' ...' if len(names) > 10 else ''}; "
+                           f"{len(data['annotations'])} annotations in the file); nothing written")
     chosen = set(candidates)
 
     subset = {k: v for k, v in data.items()}  # same keys in the same order as the input

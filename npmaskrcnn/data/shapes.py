@@ -3,9 +3,12 @@
 Each image holds a few instances of a few classes -- ``square``, ``circle``, ``triangle`` and
 two classes with thin structure, ``ring`` and ``cross``, whose masks are only a few pixels wide,
 so that a mask is only right when the RoI features are pixel-aligned (the reason for RoIAlign,
-paper section 3). Objects have random sizes (log-uniform, plus a share of objects smaller than a
-feature stride), random colours, sub-pixel positions, and overlap one another: a later object is
-drawn over the earlier ones, and every annotation is the instance's *visible* part.
+paper section 3). The default set (:data:`DEFAULT_CLASSES`, what ``npmaskrcnn train`` and
+``make-shapes`` generate unless told otherwise) has squares, circles, triangles and rings;
+crosses are used by the RoI ablation (:func:`alignment_settings`) or on request. Objects
+have random sizes (log-uniform, plus a share of objects smaller than a feature stride),
+random colours, sub-pixel positions, and overlap one another: a later object is drawn over
+the earlier ones, and every annotation is the instance's *visible* part.
 
 The set is written the way COCO is, so that it is loaded through exactly the same path as real
 data (:class:`npmaskrcnn.data.coco.CocoDataset`)::
@@ -36,6 +39,25 @@ def shapes_paths(out_dir: str | os.PathLike, split_name: str = "train") -> tuple
     """``(ann_file, image_dir)`` of a split written by :func:`make_shapes_dataset`."""
     out_dir = Path(out_dir)
     return out_dir / "annotations" / f"instances_{split_name}.json", out_dir / split_name
+
+
+def shapes_settings(ann_file: str | os.PathLike) -> dict | None:
+    """The settings a split was generated with, read back from its annotation JSON, or None
+    when the file is missing or was not written by :func:`make_shapes_dataset`.
+
+    Returns:
+        The ``info.generator`` record (``seed``, ``image_size``, object counts and sizes, ...)
+        with ``num_images`` and ``classes`` taken from the file's images and categories.
+        Compare it with what a command asks for before reusing generated data.
+    """
+    try:
+        data = json.loads(Path(ann_file).read_text(encoding="utf-8"))
+        settings = dict(data["info"]["generator"])
+        settings["num_images"] = len(data["images"])
+        settings["classes"] = [c["name"] for c in data["categories"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return settings
 
 
 def alignment_settings(stride: int = 16) -> dict:
@@ -316,6 +338,8 @@ def make_shapes_dataset(
     unknown = [c for c in classes if c not in SHAPE_CLASSES]
     if unknown or not classes or len(set(classes)) != len(classes):
         raise ValueError(f"classes must be distinct names from {SHAPE_CLASSES}, got {classes}")
+    if int(num_images) != num_images or num_images < 0:
+        raise ValueError(f"num_images must be a whole number >= 0, got {num_images}")
     if not 0 <= min_objects <= max_objects:
         raise ValueError(f"need 0 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
     height, width = (image_size, image_size) if np.isscalar(image_size) else image_size

@@ -9,11 +9,18 @@ Contents, as named arrays:
 
 Writes are atomic: the file is written next to its destination under a temporary
 name and renamed with ``os.replace``, so a crash mid-write leaves the previous
-checkpoint intact; a reader never sees half a file.
+checkpoint intact; a reader never sees half a file. A process killed *during* a write
+leaves its temporary ``.tmp-*.npz`` behind; :func:`remove_leftovers` deletes such files
+(the trainer calls it when it starts). The file gets the permissions of any new file
+(0666 minus the umask, 0644 usually), not the 0600 of a temporary file.
+
+Every failure to read a checkpoint is a :class:`CheckpointError` whose message starts with
+the file's path and says what is wrong with it.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -22,6 +29,21 @@ import zipfile
 import numpy as np
 
 from ..backend import asnumpy
+
+
+class CheckpointError(ValueError):
+    """A file is not a usable checkpoint; the message is ``"<path>: <problem>"``."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """A checkpoint does not fit the model or data it is loaded for (config, classes)."""
+
+
+def _new_file_mode() -> int:
+    """0666 minus the process umask: the mode ``open(path, "w")`` would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def save_checkpoint(path: str, model, optimizer=None, meta: dict | None = None) -> str:
@@ -39,6 +61,7 @@ def save_checkpoint(path: str, model, optimizer=None, meta: dict | None = None) 
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
     try:
+        os.fchmod(fd, _new_file_mode())  # mkstemp creates 0600
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
@@ -51,21 +74,68 @@ def save_checkpoint(path: str, model, optimizer=None, meta: dict | None = None) 
     return path
 
 
+def remove_leftovers(directory: str) -> list[str]:
+    """Delete the ``.tmp-*.npz`` files that a process killed mid-write left in ``directory``;
+    returns their paths. Only one process may write checkpoints into a directory."""
+    leftovers = sorted(glob.glob(os.path.join(glob.escape(directory), ".tmp-*.npz")))
+    for path in leftovers:
+        os.remove(path)
+    return leftovers
+
+
+def _read_arrays(path: str, names=None) -> dict:
+    """The named arrays of an ``.npz`` (all when ``names`` is None), or a CheckpointError
+    that says why the file is not one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path}: no such checkpoint file") from err
+    except IsADirectoryError as err:
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file") from err
+    if not head:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
+    if head != b"PK\x03\x04":  # every .npz is a zip archive
+        raise CheckpointError(f"{path}: not a checkpoint: an npmaskrcnn checkpoint is an .npz "
+                              f"(zip) archive, this file starts with {head!r}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "meta" not in z.files:
+                raise CheckpointError(f"{path}: not an npmaskrcnn checkpoint (a zip archive "
+                                      "without the 'meta' entry)")
+            return {k: z[k] for k in (z.files if names is None else names)}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: truncated or damaged checkpoint ({err})") from err
+
+
+def _parse_meta(path: str, array) -> dict:
+    try:
+        meta = json.loads(str(array))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: damaged checkpoint: its 'meta' entry is not JSON "
+                              f"({err.msg})") from err
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: damaged checkpoint: its 'meta' entry is not an object")
+    return meta
+
+
 def load_checkpoint(path: str, model, optimizer=None) -> dict:
     """Restore ``model`` (and ``optimizer``) from ``path``; returns the ``meta`` dict.
 
     Raises:
-        ValueError: the file is not a readable checkpoint (names the file).
+        CheckpointError (a ValueError): the file is missing, empty, not an ``.npz``,
+            truncated, not an npmaskrcnn checkpoint, or its weights do not fit ``model``
+            (missing or unexpected names, other shapes); the message names the file.
     """
+    arrays = _read_arrays(path)
+    meta = _parse_meta(path, arrays.pop("meta"))
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path}: not a readable checkpoint ({err})") from err
-    if "meta" not in arrays:
-        raise ValueError(f"{path}: not an npmaskrcnn checkpoint (no 'meta' entry)")
-    meta = json.loads(str(arrays.pop("meta")))
-    model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
+        model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
+    except (KeyError, ValueError) as err:
+        raise CheckpointMismatch(f"{path}: its weights do not fit this model: "
+                                 f"{err.args[0] if err.args else err}") from err
     if optimizer is not None:
         optimizer.load_state_dict({
             "lr": meta.get("optim_lr", [g.lr for g in optimizer.groups]),
@@ -75,9 +145,30 @@ def load_checkpoint(path: str, model, optimizer=None) -> dict:
 
 
 def read_meta(path: str) -> dict:
-    """Only the ``meta`` JSON of a checkpoint (config, iteration) without loading weights."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return json.loads(str(z["meta"]))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path}: not a readable checkpoint ({err})") from err
+    """Only the ``meta`` JSON of a checkpoint (config, iteration) without loading weights.
+
+    Raises:
+        CheckpointError: as :func:`load_checkpoint`.
+    """
+    return _parse_meta(path, _read_arrays(path, names=["meta"])["meta"])
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """The fields in which two nested config dicts differ, as ``"name: saved -> current"``.
+
+    Lists and tuples compare equal when their items do (a config read back from JSON has
+    lists where the dataclass has tuples). Used to say *which* settings a resumed run changed.
+    """
+    def plain(v):
+        return json.loads(json.dumps(v))
+
+    saved, current = plain(saved), plain(current)
+    out = []
+    for key in list(saved) + [k for k in current if k not in saved]:
+        name = f"{prefix}{key}"
+        a, b = saved.get(key, "(absent)"), current.get(key, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, prefix=f"{name}.")
+        elif a != b:
+            out.append(f"{name}: {a} -> {b}")
+    return out

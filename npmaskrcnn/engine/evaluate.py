@@ -24,9 +24,9 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from tqdm.auto import tqdm
 
 from ..backend import asnumpy, to_backend
+from .progress import Progress
 
 # The 12 numbers of COCOeval.summarize, in the order of ``COCOeval.stats``.
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -215,7 +215,8 @@ def coco_evaluate(coco_gt: COCO, results, iou_types=IOU_TYPES, per_category=Fals
     return metrics
 
 
-def evaluate(model, dataset, out_dir=None, batch_size=1, per_category=False, progress=True):
+def evaluate(model, dataset, out_dir=None, batch_size=1, per_category=False, progress=True,
+             verbose=None):
     """Predict every image of a COCO dataset and score the detections with ``COCOeval``.
 
     Args:
@@ -229,12 +230,13 @@ def evaluate(model, dataset, out_dir=None, batch_size=1, per_category=False, pro
             written there.
         batch_size: images per ``predict`` call.
         per_category: add per-category AP tables (see :func:`coco_evaluate`).
-        progress: show a tqdm bar and print COCO's summary.
+        progress: show progress (a bar on a terminal, a few plain lines otherwise).
+        verbose: print COCO's own 12-line summary per IoU type (default: as ``progress``).
     Returns:
         The metrics dict of :func:`coco_evaluate`.
     """
     results, image_ids, has_masks = [], [], False
-    bar = tqdm(total=len(dataset), desc="evaluate", unit="img", disable=not progress)
+    bar = Progress(len(dataset), "evaluate", unit="img", enabled=progress)
     for start in range(0, len(dataset), batch_size):
         indices = range(start, min(start + batch_size, len(dataset)))
         items = [dataset[i] for i in indices]
@@ -248,7 +250,8 @@ def evaluate(model, dataset, out_dir=None, batch_size=1, per_category=False, pro
     bar.close()
     iou_types = IOU_TYPES if has_masks else ("bbox",)
     metrics = coco_evaluate(dataset.coco, results, iou_types=iou_types,
-                            per_category=per_category, image_ids=image_ids, verbose=progress)
+                            per_category=per_category, image_ids=image_ids,
+                            verbose=progress if verbose is None else verbose)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -257,21 +260,25 @@ def evaluate(model, dataset, out_dir=None, batch_size=1, per_category=False, pro
     return metrics
 
 
-def _cell(value: float) -> str:
-    return "    -" if value < 0 else f"{value:5.3f}"
+def _cell(value: float, percent: bool = False) -> str:
+    if value < 0:
+        return "    -"
+    return f"{100 * value:5.1f}" if percent else f"{value:5.3f}"
 
 
-def format_summary(metrics: dict) -> str:
+def format_summary(metrics: dict, percent: bool = False) -> str:
     """The 12 COCO numbers of each IoU type as a text table (``-`` where undefined).
 
-    Per-category tables follow when the metrics have them.
+    ``percent``: numbers x 100 with one decimal (as papers and the README quote them);
+    otherwise COCO's fractions. Per-category tables follow when the metrics have them.
     """
     types = [t for t in IOU_TYPES if t in metrics]
     if not types:
         return "(no metrics)"
-    lines = [f"{'metric':<6} {'':<47} " + "  ".join(f"{t:>5}" for t in types)]
+    unit = "(in %)" if percent else ""
+    lines = [f"{'metric':<6} {unit:<47} " + "  ".join(f"{t:>5}" for t in types)]
     for name, description in zip(STAT_NAMES, STAT_DESCRIPTIONS):
-        cells = "  ".join(_cell(metrics[t][name]) for t in types)
+        cells = "  ".join(_cell(metrics[t][name], percent) for t in types)
         lines.append(f"{name:<6} {description:<47} {cells}")
     for t in types:
         table = metrics[t].get("per_category")
@@ -279,6 +286,20 @@ def format_summary(metrics: dict) -> str:
             continue
         width = max(len("category"), *(len(n) for n in table))
         lines += ["", f"{t}: per category", f"{'category':<{width}}     AP   AP50"]
-        lines += [f"{name:<{width}}  {_cell(row['AP'])}  {_cell(row['AP50'])}"
+        lines += [f"{name:<{width}}  {_cell(row['AP'], percent)}  {_cell(row['AP50'], percent)}"
                   for name, row in table.items()]
     return "\n".join(lines)
+
+
+def result_line(metrics: dict) -> str:
+    """The headline in one line, in percent: ``box AP 75.6, mask AP 63.1 (AP50 94.1 / 91.7)``.
+
+    AP is COCO's AP@[.50:.95] over all areas; ``-`` where undefined.
+    """
+    names = {"bbox": "box", "segm": "mask"}
+    types = [t for t in IOU_TYPES if t in metrics]
+    if not types:
+        return "no metrics"
+    head = ", ".join(f"{names[t]} AP {_cell(metrics[t]['AP'], True).strip()}" for t in types)
+    ap50 = " / ".join(_cell(metrics[t]["AP50"], True).strip() for t in types)
+    return f"{head} (AP50 {ap50})"

@@ -6,14 +6,23 @@ One iteration: ``zero_grad`` → ``losses = model(images, targets)`` → ``model
 - learning rate: linear warm-up from ``warmup_factor * lr`` over ``warmup_iters``,
   then multiplied by ``gamma`` at each of ``steps`` (paper 3.1: lr 0.02, /10 at 120k
   of 160k, with warm-up as in Goyal et al. 2017);
-- a tqdm bar with the running losses; every ``log_every`` iterations a JSON line in
+- the running losses as a tqdm bar on a terminal, as plain periodic lines otherwise
+  (:mod:`~npmaskrcnn.engine.progress`); every ``log_every`` iterations a JSON line in
   ``log.jsonl``; a loss-curve PNG at the end;
 - every ``checkpoint_every`` iterations an atomic checkpoint (model, optimiser,
   iteration, random state) at ``checkpoint.npz``; ``resume=True`` continues from it
   exactly: the batch order is a function of the iteration and the model's sampling
   generator state is restored, so k + k iterations equal 2k in one go;
+- resuming checks the checkpoint first: another model configuration or other class names
+  raise ``CheckpointMismatch`` naming the differences; changed training settings (lr,
+  iterations, ...) are allowed, listed in ``changed_settings`` and kept in the
+  checkpoint's ``resumes`` history; a partial last line of ``log.jsonl`` (a crash
+  mid-write) is dropped with a ``ResumeWarning``;
+- at the start, temporary checkpoint files left by a process killed mid-save are removed
+  (with a ``ResumeWarning``);
 - a NaN or infinite loss stops training with ``TrainingDiverged`` naming the
-  iteration and the losses; the last good checkpoint is left untouched.
+  iteration and the losses; the last good checkpoint is left untouched and named when
+  there is one.
 """
 
 from __future__ import annotations
@@ -21,18 +30,33 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
-
-from tqdm.auto import tqdm
 
 from ..backend import asnumpy, to_backend
 from ..data.transforms import BatchLoader
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointMismatch,
+    config_differences,
+    load_checkpoint,
+    read_meta,
+    remove_leftovers,
+    save_checkpoint,
+)
 from .optim import SGD
+from .progress import Progress
+
+# Model-config fields that may differ on resume: the seed only draws the initial weights,
+# which a resumed run loads from the checkpoint.
+_RESUMABLE_MODEL_FIELDS = ("seed",)
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite."""
+
+
+class ResumeWarning(UserWarning):
+    """Something left by an interrupted run was cleaned up (partial log line, temp file)."""
 
 
 @dataclass
@@ -83,7 +107,11 @@ def to_device(images, targets, backend=None):
 
 
 class Trainer:
-    """Trains ``model`` on ``dataset`` writing logs and checkpoints into ``out_dir``."""
+    """Trains ``model`` on ``dataset`` writing logs and checkpoints into ``out_dir``.
+
+    ``extra_meta`` is stored in every checkpoint; its ``class_names`` are checked on
+    resume. ``progress``: show the running losses (a bar on a terminal, lines otherwise).
+    """
 
     def __init__(self, model, dataset, cfg: TrainConfig, out_dir: str, backend=None,
                  progress: bool = True, extra_meta: dict | None = None):
@@ -95,6 +123,8 @@ class Trainer:
         self.optimizer = SGD(model, lr=cfg.lr, momentum=cfg.momentum,
                              weight_decay=cfg.weight_decay)
         self.iteration = 0
+        self.changed_settings: list[str] = []  # "lr: 0.02 -> 0.01", set by resume()
+        self.resumes: list[dict] = []  # {"iteration", "changed"} of every resume with changes
         os.makedirs(out_dir, exist_ok=True)
         self.checkpoint_path = os.path.join(out_dir, "checkpoint.npz")
         self.log_path = os.path.join(out_dir, "log.jsonl")
@@ -103,37 +133,105 @@ class Trainer:
     def save(self) -> None:
         meta = {**self.extra_meta, "iteration": self.iteration, "train": asdict(self.cfg),
                 "model_config": self.model.cfg.to_dict(),
-                "rng_state": self.model.rpn.rng.get_state()}
+                "rng_state": self.model.rpn.rng.get_state(), "resumes": self.resumes}
         save_checkpoint(self.checkpoint_path, self.model, self.optimizer, meta)
 
+    def check_checkpoint(self, meta: dict) -> list[str]:
+        """Raise ``CheckpointMismatch`` when the checkpoint (its ``meta``) was trained with
+        another model configuration or on other classes; return the training settings that
+        differ from this trainer's (``"name: saved -> now"``), which may change on resume."""
+        model_diffs = config_differences(meta.get("model_config", {}), self.model.cfg.to_dict())
+        changed = [d for d in model_diffs if d.split(":")[0] in _RESUMABLE_MODEL_FIELDS]
+        fixed = [d for d in model_diffs if d not in changed]
+        if fixed:
+            raise CheckpointMismatch(f"{self.checkpoint_path}: trained with another model "
+                                     f"configuration ({'; '.join(fixed)})")
+        saved, now = meta.get("class_names"), self.extra_meta.get("class_names")
+        if saved and now and list(saved) != list(now):
+            raise CheckpointMismatch(f"{self.checkpoint_path}: trained on the classes "
+                                     f"{list(saved[1:])}, but the data has {list(now[1:])}")
+        if "train" in meta:
+            changed += config_differences(meta["train"], asdict(self.cfg))
+        return changed
+
     def resume(self) -> int:
-        """Load ``checkpoint.npz`` if present; returns the iteration to continue from."""
+        """Load ``checkpoint.npz`` if present; returns the iteration to continue from.
+
+        Raises:
+            CheckpointMismatch: see :meth:`check_checkpoint` (nothing is loaded then).
+            CheckpointError: the file is not a readable checkpoint.
+        """
         if not os.path.exists(self.checkpoint_path):
             return 0
+        self.changed_settings = self.check_checkpoint(read_meta(self.checkpoint_path))
         meta = load_checkpoint(self.checkpoint_path, self.model, self.optimizer)
         self.model.rpn.rng.set_state(meta["rng_state"])
         self.iteration = int(meta["iteration"])
-        if os.path.exists(self.log_path):  # drop log lines written after the checkpoint
-            with open(self.log_path) as f:
-                lines = [ln for ln in f if ln.strip() and json.loads(ln)["iter"] < self.iteration]
-            with open(self.log_path, "w") as f:
-                f.writelines(lines)
+        self.resumes = list(meta.get("resumes", []))
+        if self.changed_settings:
+            self.resumes.append({"iteration": self.iteration, "changed": self.changed_settings})
+        self._truncate_log()
         return self.iteration
+
+    def _truncate_log(self) -> None:
+        """Keep the log lines of the iterations before the checkpoint; drop lines that are
+        not JSON (a partial last line written when the run was killed) with a warning."""
+        if not os.path.exists(self.log_path):
+            return
+        kept, bad = [], 0
+        with open(self.log_path, encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    bad += 1
+                    continue
+                if record.get("iter", -1) < self.iteration:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+        if bad:
+            warnings.warn(f"{self.log_path}: dropped {bad} line(s) that are not JSON (a partial "
+                          "last line, written when the run was stopped mid-write)",
+                          ResumeWarning, stacklevel=3)
+        tmp = self.log_path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.replace(tmp, self.log_path)
+
+    def _diverged(self, it: int, total: float, values: dict) -> TrainingDiverged:
+        """The error for a non-finite loss, naming the last checkpoint only if it exists."""
+        if os.path.exists(self.checkpoint_path):
+            try:
+                saved = f"iteration {int(read_meta(self.checkpoint_path)['iteration'])}"
+            except (ValueError, KeyError):
+                saved = "unreadable"
+            where = f"The last good checkpoint is {self.checkpoint_path} ({saved})."
+        else:
+            where = (f"No checkpoint was written yet (one every {self.cfg.checkpoint_every} "
+                     "iterations).")
+        losses = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+        return TrainingDiverged(f"iteration {it}: loss is {total} ({losses}); stopped. {where}")
 
     # ------------------------------------------------------------------ loop
     def train(self, resume: bool = False, stop_at: int | None = None) -> dict:
         """Run to ``cfg.iters`` (or ``stop_at``); returns the last losses."""
         cfg, model = self.cfg, self.model
+        leftovers = remove_leftovers(self.out_dir)
+        if leftovers:
+            warnings.warn(f"removed {len(leftovers)} temporary checkpoint file(s) left by a run "
+                          f"killed while saving: {', '.join(leftovers)}", ResumeWarning,
+                          stacklevel=2)
         if resume:
             self.resume()
         elif os.path.exists(self.log_path):
             os.remove(self.log_path)
         model.train()
         end = min(cfg.iters, stop_at) if stop_at is not None else cfg.iters
-        bar = tqdm(range(self.iteration, end), initial=self.iteration, total=cfg.iters,
-                   desc="train", disable=not self.progress, dynamic_ncols=True)
+        bar = Progress(cfg.iters, "train", initial=self.iteration, enabled=self.progress,
+                       every=max(cfg.log_every, (end - self.iteration) // 20))
         last, running = {}, {}
-        for it in bar:
+        for it in range(self.iteration, end):
             lr = lr_at(cfg, it)
             self.optimizer.set_lr(lr)
             images, targets = to_device(*self.loader.batch(it), self.backend)
@@ -142,9 +240,8 @@ class Trainer:
             values = {k: float(asnumpy(v)) for k, v in losses.items()}
             total = sum(model.cfg.loss_weights[k] * v for k, v in values.items())
             if not math.isfinite(total):
-                raise TrainingDiverged(
-                    f"iteration {it}: loss is {total} ({values}); stopped. The last good "
-                    f"checkpoint is {self.checkpoint_path} (iteration {self.iteration})")
+                bar.close()
+                raise self._diverged(it, total, values)
             model.backward()
             if cfg.clip_grad_norm:
                 clip_gradients(list(model.gradients(trainable_only=True).values()),
@@ -153,7 +250,8 @@ class Trainer:
             self.iteration = it + 1
             last = {"loss": total, **values}
             running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in last.items()}
-            bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in running.items()})
+            shown = {k.replace("loss_", ""): f"{v:.3f}" for k, v in running.items()}
+            bar.update(1, {**shown, "lr": f"{lr:.4g}"})
             if it % cfg.log_every == 0 or self.iteration == cfg.iters:
                 with open(self.log_path, "a") as f:
                     f.write(json.dumps({"iter": it, "lr": lr, **last}) + "\n")
@@ -162,7 +260,6 @@ class Trainer:
         bar.close()
         self._plot()
         return last
-
     def _plot(self) -> None:
         if not os.path.exists(self.log_path):
             return

@@ -18,6 +18,7 @@ from npmaskrcnn.data.shapes import (
     make_shapes_dataset,
     shape_coverage,
     shapes_paths,
+    shapes_settings,
 )
 
 
@@ -124,6 +125,8 @@ def test_bad_arguments():
         make_shapes_dataset("unused", 1, classes=("square", "star"))
     with pytest.raises(ValueError, match="min_objects"):
         make_shapes_dataset("unused", 1, min_objects=3, max_objects=2)
+    with pytest.raises(ValueError, match="num_images must be a whole number >= 0, got -3"):
+        make_shapes_dataset("unused", -3)
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +135,17 @@ def shapes_split(tmp_path_factory):
     ann_file = make_shapes_dataset(out, 20, image_size=(48, 64), seed=7, classes=SHAPE_CLASSES,
                                    min_size=8.0, max_objects=5, split_name="train")
     return out, ann_file
+
+
+def test_settings_are_read_back(shapes_split, tmp_path):
+    _, ann_file = shapes_split
+    settings = shapes_settings(ann_file)
+    assert settings["num_images"] == 20 and settings["image_size"] == [48, 64]
+    assert settings["seed"] == 7 and settings["classes"] == list(SHAPE_CLASSES)
+    assert settings["max_objects"] == 5 and settings["min_size"] == 8.0
+    assert shapes_settings(tmp_path / "missing.json") is None
+    (tmp_path / "other.json").write_text('{"images": [], "categories": []}')
+    assert shapes_settings(tmp_path / "other.json") is None  # not a generated file
 
 
 def _all_files(root):

@@ -24,6 +24,7 @@ from npmaskrcnn.engine.evaluate import (
     evaluate,
     format_summary,
     predictions_to_coco,
+    result_line,
 )
 
 # pycocotools 2.0.x's decode warns about its own np.array(copy=False) under NumPy 2
@@ -234,6 +235,23 @@ def test_summary_is_printed_and_formatted(tiny, capsys):
     assert ap_line.split()[-2:] == ["0.400", "0.400"]
     assert "bbox: per category" in text and "bar" in text
     assert format_summary({}) == "(no metrics)"
+    percent = format_summary(metrics, percent=True).splitlines()
+    assert percent[0].split()[-4:] == ["(in", "%)", "bbox", "segm"]
+    assert next(line for line in percent if line.startswith("AP ")).split()[-2:] == ["40.0",
+                                                                                     "40.0"]
+    assert result_line(metrics) == "box AP 40.0, mask AP 40.0 (AP50 100.0 / 100.0)"
+    assert result_line({"bbox": {**metrics["bbox"], "AP": -1.0}}) == "box AP - (AP50 100.0)"
+    assert result_line({}) == "no metrics"
+
+
+def test_evaluate_progress_is_plain_lines_without_a_terminal(tiny, capsys):
+    coco, path = tiny
+    dataset = CocoDataset(path, path.parent)
+    evaluate(_ReplayModel(_perfect_predictions(coco)[0]), dataset, verbose=False)
+    captured = capsys.readouterr()
+    assert captured.out == ""  # COCO's own summary only when asked
+    assert [line.split()[:2] for line in captured.err.splitlines()] == [["evaluate", "1/2"],
+                                                                        ["evaluate", "2/2"]]
 
 
 class _ReplayModel:

@@ -1,0 +1,1 @@
+"""The commands of ``npmaskrcnn``, one module each (the parser and errors: ``cli.py``)."""

@@ -1,0 +1,43 @@
+"""``npmaskrcnn make-shapes`` and ``npmaskrcnn coco-subset``: data files, never written over
+unless asked (``--overwrite``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import CommandError, plural, refuse_file
+
+
+def make_shapes(a):
+    """Generate a split of shapes data; an existing split is replaced only with --overwrite."""
+    from ..data.shapes import make_shapes_dataset, shapes_paths
+
+    out = refuse_file(a.out_dir, "OUT_DIR")
+    ann_file, image_dir = shapes_paths(out, a.split)
+    if ann_file.exists() and not a.overwrite:
+        raise CommandError(f"{ann_file}: a '{a.split}' split is already there; not replaced",
+                           hint="add --overwrite to generate it again, or choose another "
+                           "OUT_DIR or --split")
+    make_shapes_dataset(out, a.num_images, image_size=a.image_size, seed=a.seed,
+                        split_name=a.split, classes=a.classes)
+    print(f"wrote {plural(a.num_images, 'image')} of {', '.join(a.classes)} to {image_dir} "
+          f"and their annotations to {ann_file}")
+
+
+def coco_subset(a):
+    """Write a COCO subset; an existing OUT is replaced only with --overwrite."""
+    from ..data.coco import make_coco_subset
+
+    out = Path(a.out_file)
+    if out.is_dir():
+        raise CommandError(f"{out}: is a folder, but OUT must be a JSON file name")
+    if out.exists() and not a.overwrite and out.resolve() != Path(a.ann_file).resolve():
+        raise CommandError(f"{out}: already exists; not replaced",
+                           hint="add --overwrite to replace it, or choose another OUT")
+    stats = make_coco_subset(a.ann_file, out, categories=a.categories, max_images=a.max_images,
+                             seed=a.seed, keep_empty=a.keep_empty, overwrite=a.overwrite)
+    print(f"wrote {out}: {plural(stats['images'], 'image')}, "
+          f"{plural(stats['annotations'], 'annotation')} ({stats['crowd']} crowd) of "
+          f"{plural(stats['categories'], 'category')}")
+    per = ", ".join(f"{name} {n}" for name, n in sorted(stats["per_category"].items()))
+    print(f"annotations per category: {per or 'none'}")

@@ -1,0 +1,31 @@
+"""``npmaskrcnn eval``: COCO box and mask AP of a checkpoint, checked against the data first."""
+
+from __future__ import annotations
+
+from .common import CommandError, load_model, plural, refuse_file
+
+
+def evaluate_checkpoint(a):
+    """Check the checkpoint, the data and --out, then evaluate and print the AP table."""
+    from ..data.coco import CocoDataset
+    from ..engine.evaluate import evaluate, format_summary, result_line
+
+    out = refuse_file(a.out, "--out") if a.out else None
+    model, meta = load_model(a.checkpoint, a.backend)
+    dataset = CocoDataset(a.ann, a.images)
+    if meta.get("class_names") and meta["class_names"] != dataset.class_names:
+        raise CommandError(f"{a.checkpoint}: trained on the classes {meta['class_names'][1:]}, "
+                           f"but {a.ann} has {dataset.class_names[1:]}",
+                           hint="evaluate on data with the checkpoint's classes (coco-subset "
+                           "--categories makes such a file)")
+    if model.cfg.num_classes != dataset.num_classes:
+        raise CommandError(f"{a.checkpoint}: a model of {model.cfg.num_classes - 1} classes, but "
+                           f"{a.ann} has {dataset.num_classes - 1}")
+    if not dataset.coco.dataset["annotations"]:
+        raise CommandError(f"{a.ann}: no annotations to evaluate against (no 'annotations' "
+                           "list, or an empty one)")
+    metrics = evaluate(model, dataset, out_dir=out, per_category=a.per_category, verbose=False)
+    print(format_summary(metrics, percent=True))
+    if out is not None:
+        print(f"wrote {out / 'metrics.json'} and {out / 'detections.json'}")
+    print(f"result: {result_line(metrics)} on {plural(len(dataset), 'image')} of {a.ann}")
