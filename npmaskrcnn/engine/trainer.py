@@ -33,7 +33,7 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, field
 
-from ..backend import asnumpy, to_backend
+from ..backend import asnumpy, get_xp, to_backend
 from ..data.transforms import BatchLoader
 from .checkpoint import (
     CheckpointMismatch,
@@ -84,18 +84,6 @@ def lr_at(cfg: TrainConfig, it: int) -> float:
         alpha = it / cfg.warmup_iters
         lr *= cfg.warmup_factor * (1 - alpha) + alpha
     return lr
-
-
-def clip_gradients(grads, max_norm: float) -> float:
-    """Scale all gradients so that their global L2 norm is at most ``max_norm``.
-
-    Returns the norm before clipping (as ``torch.nn.utils.clip_grad_norm_``).
-    """
-    total = math.sqrt(sum(float((g.astype("float64") ** 2).sum()) for g in grads))
-    if total > max_norm:
-        for g in grads:
-            g *= max_norm / (total + 1e-6)
-    return total
 
 
 def to_device(images, targets, backend=None):
@@ -237,15 +225,17 @@ class Trainer:
             images, targets = to_device(*self.loader.batch(it), self.backend)
             model.zero_grad()
             losses = model(images, targets)
-            values = {k: float(asnumpy(v)) for k, v in losses.items()}
+            # the loss values, read back from the device in one go (one host sync)
+            xp = get_xp(*losses.values())
+            read = asnumpy(xp.stack([xp.asarray(v) for v in losses.values()])).tolist()
+            values = dict(zip(losses, read))
             total = sum(model.cfg.loss_weights[k] * v for k, v in values.items())
             if not math.isfinite(total):
                 bar.close()
                 raise self._diverged(it, total, values)
             model.backward()
-            if cfg.clip_grad_norm:
-                clip_gradients(list(model.gradients(trainable_only=True).values()),
-                               cfg.clip_grad_norm)
+            if cfg.clip_grad_norm:  # on the device, without reading the norm back
+                self.optimizer.clip_grad_norm(cfg.clip_grad_norm)
             self.optimizer.step()
             self.iteration = it + 1
             last = {"loss": total, **values}
