@@ -90,8 +90,8 @@ def read_weights(path) -> WeightsFile:
     if suffix == ".npz":
         return _read_npz(path)
     if suffix == ".safetensors":
-        arrays, metadata = read_safetensors(path)
-        return WeightsFile(path, arrays, "safetensors", meta={"__metadata__": metadata})
+        arrays, _ = read_safetensors(path)
+        return WeightsFile(path, arrays, "safetensors")
     if suffix in TORCH_SUFFIXES:
         return _read_torch(path)
     raise WeightsError(path, None, f"unknown weights format {suffix or '(no suffix)'!r}; "

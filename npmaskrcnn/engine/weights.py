@@ -37,6 +37,7 @@ import numpy as np
 
 from ..config import MaskRCNNConfig, r50_fpn
 from ..model.backbone import ARCHS
+from ..model.mask_rcnn import MaskRCNN
 from .weight_files import WeightsError, WeightsFile, read_weights, write_npz_atomic
 
 BODY = "backbone.body."
@@ -216,26 +217,31 @@ def check_fit(path: str, layout: Layout, mapped: dict, target: dict, norm: str,
     def in_scope(k):
         return k.startswith(BODY) if backbone_only or layout.scope == "backbone" else True
 
+    def refuse(name, problem):  # named as in the file, with our name when it differs
+        theirs = _file_name(name, layout)
+        raise WeightsError(path, theirs, problem + (f" (ours: {name})" if theirs != name else ""))
+
     placed, skipped, fresh = {}, {}, {}
     built = {k.split(".")[2] for k in target if k.startswith(BODY)}  # conv1, bn1, layer1..
     for name, array in mapped.items():
         shape = tuple(array.shape)
         if not in_scope(name):
-            skipped.setdefault("outside the backbone (backbone only)", []).append(name)
+            skipped.setdefault("outside the backbone (backbone only)", []).append(
+                _file_name(name, layout))
         elif name not in target:
             if name.endswith((".running_mean", ".running_var")) and norm != "frozen_bn":
-                raise WeightsError(path, name, _norm_problem(norm))
+                refuse(name, _norm_problem(norm))
             if name.startswith(BODY) and name.split(".")[2] not in built:
                 skipped.setdefault("stages the model does not build (cfg.backbone.features)",
-                                   []).append(name)
+                                   []).append(_file_name(name, layout))
                 continue
-            raise WeightsError(path, name, "the model has no such array (unknown key)")
+            refuse(name, "the model has no such array (unknown key)")
         elif shape != tuple(target[name]):
             if fresh_classes and any(name.startswith(p) for p in layout.class_specific):
                 fresh.setdefault(_classes_reason(mapped, target), []).append(name)
                 continue
-            raise WeightsError(path, name, f"shape mismatch: the file has {shape}, the model "
-                               f"has {tuple(target[name])}")
+            refuse(name, f"shape mismatch: the file has {shape}, the model has "
+                         f"{tuple(target[name])}")
         else:
             placed[name] = array
     fresh_names = {n for names in fresh.values() for n in names}
@@ -246,11 +252,11 @@ def check_fit(path: str, layout: Layout, mapped: dict, target: dict, norm: str,
         if not in_scope(name):
             fresh.setdefault("outside the backbone: left as initialised", []).append(name)
         elif name.endswith((".running_mean", ".running_var")) and not has_statistics:
-            raise WeightsError(path, name, "the model uses FrozenBatchNorm (cfg.backbone.norm="
-                               "'frozen_bn') but the file has no BatchNorm statistics: it was "
-                               "trained with GroupNorm; build the model with 'group_norm'")
+            refuse(name, "the model uses FrozenBatchNorm (cfg.backbone.norm='frozen_bn') but "
+                         "the file has no BatchNorm statistics: it was trained with GroupNorm; "
+                         "build the model with 'group_norm'")
         else:
-            raise WeightsError(path, name, "missing from the file (the model needs it)")
+            refuse(name, "missing from the file (the model needs it)")
     return placed, skipped, fresh
 
 
@@ -310,8 +316,6 @@ def import_weights(src, out, cfg: MaskRCNNConfig | None = None) -> WeightsReport
     Raises:
         WeightsError: one line ``<file>: <key>: <problem>``.
     """
-    from ..model.mask_rcnn import MaskRCNN  # the architecture to check against
-
     src, out = str(src), str(out)
     if not out.endswith(".npz"):
         raise WeightsError(out, None, "the output must be an .npz file")
@@ -322,7 +326,7 @@ def import_weights(src, out, cfg: MaskRCNNConfig | None = None) -> WeightsReport
         try:
             cfg = infer_config(layout, mapped)
         except ValueError as err:
-            raise WeightsError(src, f"{BODY}layer3", str(err)) from err
+            raise WeightsError(src, BODY.rstrip("."), str(err)) from err
     target = {k: tuple(v.shape) for k, v in MaskRCNN(cfg).state_dict().items()}
     refuse_unsupported(src, layout, mapped, target)
     placed, more_skipped, _ = check_fit(src, layout, mapped, target, cfg.backbone.norm,

@@ -315,7 +315,18 @@ def test_single_level_model_skips_the_stage_it_does_not_build(tmp_path):
     cfg.backbone.features = "c4"  # layer4 is not built
     report = load_pretrained(MaskRCNN(cfg), src)
     (names,) = [v for r, v in report.skipped.items() if "does not build" in r]
-    assert names and all(n.startswith("backbone.body.layer4.") for n in names)
+    assert names and all(n.startswith("layer4.") for n in names)  # as named in the file
+
+
+def test_classifier_refusals_name_the_file_key_and_ours(tmp_path):
+    arrays = classifier_style(random_state(tiny_bn()))
+    del arrays["layer2.0.conv1.weight"]
+    src = write_safetensors(tmp_path / "resnet.safetensors", arrays)
+    with pytest.raises(WeightsError) as err:
+        load_pretrained(MaskRCNN(tiny_bn()), src)
+    msg = one_line_naming(err, src, "layer2.0.conv1.weight")
+    assert msg.endswith("missing from the file (the model needs it) "
+                        "(ours: backbone.body.layer2.0.conv1.weight)")
 
 
 def test_group_norm_model_refuses_batchnorm_statistics(tmp_path):
@@ -325,7 +336,8 @@ def test_group_norm_model_refuses_batchnorm_statistics(tmp_path):
     before = host_state(model)
     with pytest.raises(WeightsError) as err:
         load_pretrained(model, src)
-    msg = one_line_naming(err, src, "backbone.body.bn1.running_mean")
+    msg = one_line_naming(err, src, "bn1.running_mean")  # the file's name, and ours
+    assert "(ours: backbone.body.bn1.running_mean)" in msg
     assert "BatchNorm statistics" in msg and "'group_norm'" in msg and "'frozen_bn'" in msg
     for k, v in host_state(model).items():
         np.testing.assert_array_equal(v, before[k])
