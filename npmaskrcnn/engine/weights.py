@@ -21,9 +21,11 @@ Rules, in the order they apply:
 - the class-specific layers (``Layout.class_specific``) keep their fresh initialisation
   when their shape differs (another number of classes) and are named in the report.
 
-Adding an architecture is one ``Layout`` entry (e.g. torchvision's
-``keypointrcnn_resnet50_fpn``: drop its ``refuse`` text once the model has the keypoint
-head, and add ``"roi_heads.keypoint_predictor."`` to its ``class_specific``).
+Adding an architecture is one ``Layout`` entry. torchvision's ``keypointrcnn_resnet50_fpn``
+is recognised and refused today; once the model has the keypoint head, its entry drops the
+``refuse`` text and adds ``"roi_heads.keypoint_predictor."`` to ``class_specific`` (17
+keypoints are its "classes"). That file has no mask branch, so a model with one would also
+need the mask head's keys allowed to stay fresh (today every in-scope key must be present).
 """
 
 from __future__ import annotations
