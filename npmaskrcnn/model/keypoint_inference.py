@@ -51,7 +51,9 @@ def cubic_source_index(in_size: int, out_size: int, dtype, xp):
 
         far(t + 1), near(t), near(1 - t), far(2 - t)          (a = -0.75)
 
-    computed in ``dtype`` as PyTorch's ``get_cubic_upsample_coefficients``.
+    computed in ``dtype`` by the formulas of PyTorch's ``get_cubic_upsample_coefficients``
+    (its compiled kernel fuses some of their multiply-adds, so a float32 weight can
+    differ from PyTorch's in the last bit).
 
     Returns:
         idx: (4, out_size) int64 input indices; w: (4, out_size) weights in ``dtype``.
