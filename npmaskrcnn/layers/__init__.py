@@ -38,10 +38,16 @@ from .roi_align import roi_align_backward, roi_align_forward, roi_align_naive
 from .roi_pool import roi_pool_backward, roi_pool_forward, roi_pool_naive
 from .roi_warp import roi_warp_backward, roi_warp_forward, roi_warp_naive
 from .upsample import Upsample, upsample_nearest2d_backward, upsample_nearest2d_forward
+from .upsample_bilinear import (
+    UpsampleBilinear2d,
+    upsample_bilinear2d_backward,
+    upsample_bilinear2d_forward,
+    upsample_bilinear2d_naive,
+)
 
 __all__ = [
     "Conv2d", "ConvTranspose2d", "Flatten", "FrozenBatchNorm2d", "GroupNorm", "Linear",
-    "MaxPool2d", "Module", "ReLU", "Sequential", "Sigmoid", "Upsample",
+    "MaxPool2d", "Module", "ReLU", "Sequential", "Sigmoid", "Upsample", "UpsampleBilinear2d",
     "conv2d_backward", "conv2d_forward", "conv2d_naive",
     "conv_transpose2d_backward", "conv_transpose2d_forward", "conv_transpose2d_naive",
     "flatten_backward", "flatten_forward",
@@ -54,4 +60,5 @@ __all__ = [
     "roi_pool_backward", "roi_pool_forward", "roi_pool_naive",
     "roi_warp_backward", "roi_warp_forward", "roi_warp_naive",
     "upsample_nearest2d_backward", "upsample_nearest2d_forward",
+    "upsample_bilinear2d_backward", "upsample_bilinear2d_forward", "upsample_bilinear2d_naive",
 ]
