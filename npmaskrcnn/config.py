@@ -32,8 +32,9 @@ class BackboneConfig:
     norm: str = "frozen_bn"  # tv: FrozenBN for imported weights; "group_norm" from scratch
     gn_groups: int = 32  # Wu & He 2018 GroupNorm default
     frozen_stages: int = 2  # tv trainable_backbone_layers=3: stem and layer1 frozen
-    # "fpn" uses C2..C5 with an FPN; "c4" / "c5" pool single-level from stride 16 / 32
-    # (the paper's Table 2c / 2d settings; here without the res5 head, see README)
+    # "fpn" uses C2..C5 with an FPN; "c4" / "c5" are single-level models that pool from
+    # the stride-16 / stride-32 map (for the Table 2c / 2d ablations). Unlike the paper's
+    # R50-C4 they have no res5 head: the RoI heads are the FPN model's, on one level.
     features: str = "fpn"
 
 
@@ -46,8 +47,8 @@ class FPNConfig:
 class RPNConfig:
     anchor_sizes: tuple = ((32,), (64,), (128,), (256,), (512,))  # FPN paper 4.1: one per level
     aspect_ratios: tuple = (0.5, 1.0, 2.0)  # paper 3.1 / FPN: 3 ratios
-    fg_iou_thresh: float = 0.7  # paper 3.1
-    bg_iou_thresh: float = 0.3  # paper 3.1
+    fg_iou_thresh: float = 0.7  # Faster R-CNN 3.1.2 (the RPN Mask R-CNN uses)
+    bg_iou_thresh: float = 0.3  # Faster R-CNN 3.1.2
     batch_size_per_image: int = 256  # tv
     positive_fraction: float = 0.5  # tv
     pre_nms_top_n_train: int = 2000  # tv, per level
@@ -70,7 +71,6 @@ class RoIHeadsConfig:
     mask_pool_size: int = 14  # paper Fig. 4
     representation_size: int = 1024  # paper Fig. 4: 2 x fc 1024
     mask_layers: tuple = (256, 256, 256, 256)  # paper Fig. 4: 4 x conv3x3 256
-    mask_dilation: int = 1
     fg_iou_thresh: float = 0.5  # paper 3.1
     bg_iou_thresh: float = 0.5  # tv
     batch_size_per_image: int = 512  # paper 3.1: 512 RoIs for FPN
@@ -110,7 +110,7 @@ class MaskRCNNConfig:
         for k, v in d.items():
             if k in groups:
                 sub = {kk: tuple(map(_tuplify, vv)) if isinstance(vv, list) else vv
-                       for kk, vv in v.items()}
+                       for kk, vv in v.items() if (k, kk) not in REMOVED_FIELDS}
                 kwargs[k] = groups[k](**sub)
             else:
                 kwargs[k] = v
@@ -120,6 +120,10 @@ class MaskRCNNConfig:
     def feature_strides(self) -> tuple:
         """Strides of the feature maps that the RoI heads pool from."""
         return {"fpn": (4, 8, 16, 32), "c4": (16,), "c5": (32,)}[self.backbone.features]
+
+
+# Fields older checkpoints still carry, ignored when they are read: (group, name).
+REMOVED_FIELDS = {("roi_heads", "mask_dilation")}  # never used by the model
 
 
 def _tuplify(v):

@@ -1,0 +1,23 @@
+"""Tests for npmaskrcnn/config.py: presets and the round trip through a checkpoint's JSON."""
+
+import json
+
+import pytest
+
+from npmaskrcnn.config import PRESETS, MaskRCNNConfig
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_round_trip_through_json(name):
+    cfg = PRESETS[name]()
+    again = MaskRCNNConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+
+
+def test_fields_of_older_checkpoints_are_ignored_but_unknown_ones_refused():
+    d = PRESETS["shapes"]().to_dict()
+    d["roi_heads"]["mask_dilation"] = 1  # removed: never used by the model
+    assert MaskRCNNConfig.from_dict(d) == PRESETS["shapes"]()
+    d["roi_heads"]["no_such_field"] = 3
+    with pytest.raises(TypeError, match="no_such_field"):
+        MaskRCNNConfig.from_dict(d)
