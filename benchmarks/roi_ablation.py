@@ -4,12 +4,12 @@
     python benchmarks/roi_ablation.py           # Table 2c at stride 16, 3 seeds
     python benchmarks/roi_ablation.py --full    # Tables 2b, 2c, 2d and FPN
 
-See ``npmaskrcnn/engine/ablation.py`` for what is run and how the report is computed.
+See the ``npmaskrcnn/ablation/`` package for what is run and how the report is computed.
 """
 
 import sys
 
-from npmaskrcnn.engine.ablation import main
+from npmaskrcnn.ablation import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-category", action="store_true", help="add AP tables per category")
 
     sub.add_parser("ablate", help="the RoIAlign vs RoIPool ablation (paper Table 2)",
-                   add_help=False, description="Runs npmaskrcnn.engine.ablation; "
+                   add_help=False, description="Runs npmaskrcnn.ablation; "
                    "'npmaskrcnn ablate --help' lists its options.")
 
     p = command("predict", "draw predicted masks on images",
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
         warnings.showwarning = _warning_printer(prog)
         try:
             if argv[:1] == ["ablate"]:  # its own parser: the remaining options are its own
-                from .engine.ablation import main as ablate_main
+                from .ablation import main as ablate_main
 
                 return ablate_main([x for x in argv[1:] if x != "--debug"]) or 0
             parser = build_parser()

@@ -1,0 +1,134 @@
+"""One run of the ablation (train + COCOeval, resumable), and the finished runs read back.
+
+For seed k every variant sees the same data, the same initial weights (``cfg.seed = k``; the
+poolers have no parameters, and the sha256 of the initial weights is stored per run and
+checked) and the same batch order (``TrainConfig.seed = k``). Runs live in
+``OUT/<features>/<variant>/seed<k>/`` (a variant shared by two tables is trained once); a run
+with ``metrics.json`` is finished and skipped, an interrupted one resumes from its
+``checkpoint.npz``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ..backend import asnumpy
+from ..engine.evaluate import evaluate
+from ..engine.trainer import TrainConfig, Trainer
+from .plan import Plan, model_config
+from .variants import METRICS, Variant
+
+
+def weight_digests(model) -> dict:
+    """sha256 (16 hex digits) of the parameters of each submodule (``backbone.body``,
+    ``rpn.head``, ``roi_heads.mask_predictor``, ...): to prove identical initial weights."""
+    groups = {}
+    for name, value in sorted(model.state_dict().items()):
+        h = groups.setdefault(".".join(name.split(".")[:2]), hashlib.sha256())
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(asnumpy(value)).tobytes())
+    return {k: h.hexdigest()[:16] for k, h in groups.items()}
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+def run_one(variant: Variant, seed: int, plan: Plan, data, out: Path, backend=None,
+            progress: bool = True) -> dict:
+    """Train (or resume) and evaluate one variant for one seed; returns its ``metrics.json``.
+
+    A finished run (``metrics.json`` present) is read, not retrained. Settings are recorded in
+    ``spec.json``; a run folder holding other settings is an error, never silently mixed.
+    """
+    from ..model.mask_rcnn import MaskRCNN
+
+    train_set, val_set, description = data
+    run_dir = out / variant.key / f"seed{seed}"
+    spec = json.loads(json.dumps({
+        "variant": variant.settings(), "seed": seed, "data": description,
+        "train": {k: v for k, v in asdict(plan).items() if k not in ("tables", "seeds", "quick")}}))
+    for path in (run_dir / "spec.json", run_dir / "metrics.json"):
+        found = json.loads(path.read_text()) if path.exists() else spec
+        if found.get("spec", found) != spec:
+            raise SystemExit(f"ablate: {run_dir} was run with other settings; choose another --out")
+    if (run_dir / "metrics.json").exists():
+        return json.loads((run_dir / "metrics.json").read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / "spec.json", spec)
+    model = MaskRCNN(model_config(variant, plan, train_set.num_classes, seed), backend=backend)
+    digests = weight_digests(model)  # the initial weights, before any step or resume
+    tcfg = TrainConfig(iters=plan.iters, batch_size=plan.batch_size, lr=plan.lr,
+                       warmup_iters=plan.warmup, steps=(int(0.8 * plan.iters),), seed=seed,
+                       checkpoint_every=max(plan.iters // 4, 1), clip_grad_norm=10.0)
+    trainer = Trainer(model, train_set, tcfg, str(run_dir), backend=backend, progress=progress,
+                      extra_meta={"class_names": train_set.class_names})
+    resume = os.path.exists(trainer.checkpoint_path)
+    t0 = time.perf_counter()
+    trainer.train(resume=resume)
+    t1 = time.perf_counter()
+    metrics = evaluate(model, val_set, out_dir=run_dir / "eval", progress=False)
+    record = {"spec": spec, "name": variant.name, "seed": seed, "resumed": resume,
+              "metrics": {t: {k: metrics.get(t, {}).get(k, -1.0) for _, k in METRICS}
+                          for t in ("segm", "bbox")},
+              "init_digests": digests, "train_seconds": t1 - t0,
+              "eval_seconds": time.perf_counter() - t1}
+    _write_json(run_dir / "metrics.json", record)
+    return record
+
+
+def collect(out: Path, variants, seeds: int) -> dict:
+    """{variant key: {seed: metrics.json record}} of the finished runs."""
+    found = {}
+    for v in variants:
+        for s in range(seeds):
+            path = out / v.key / f"seed{s}" / "metrics.json"
+            if path.exists():
+                found.setdefault(v.key, {})[s] = json.loads(path.read_text())
+    return found
+
+
+def value(record: dict, metric) -> float:
+    """A metric of a run as a fraction; NaN where COCO wrote -1 (undefined)."""
+    x = record["metrics"][metric[0]][metric[1]]
+    return math.nan if x < 0 else x
+
+
+def mean_over_seeds(records: dict, key: str, metric) -> float:
+    """Mean of a metric over the finished seeds of one variant (NaN-ignoring)."""
+    return float(np.nanmean([value(r, metric) for r in records[key].values()]))
+
+
+def paired(records: dict, a: str, b: str, metric) -> tuple[list, list]:
+    """Values of variants ``a`` and ``b`` over the seeds both finished, in seed order."""
+    ra, rb = records.get(a, {}), records.get(b, {})
+    seeds = sorted(set(ra) & set(rb))
+    return [value(ra[s], metric) for s in seeds], [value(rb[s], metric) for s in seeds]
+
+
+def check_init(records: dict) -> tuple[int, list]:
+    """Compare initial-weight digests across variants of a seed and backbone (the mask
+    predictor only between equal class-agnostic settings). Returns (pairs checked, problems)."""
+    runs = [(r["seed"], r["spec"]["variant"], r["init_digests"], key)
+            for key, by_seed in records.items() for r in by_seed.values()]
+    checked, problems = 0, []
+    for i, (s1, v1, d1, k1) in enumerate(runs):
+        for s2, v2, d2, k2 in runs[i + 1:]:
+            if s1 != s2 or v1["features"] != v2["features"]:
+                continue
+            checked += 1
+            same_mask = v1["class_agnostic_mask"] == v2["class_agnostic_mask"]
+            bad = [g for g in d1 if (same_mask or "mask_predictor" not in g) and d1[g] != d2.get(g)]
+            if bad:
+                problems.append(f"seed {s1}: {k1} and {k2} differ in {', '.join(bad)}")
+    return checked, problems
