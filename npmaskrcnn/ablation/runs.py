@@ -23,6 +23,7 @@ import numpy as np
 from ..backend import asnumpy
 from ..engine.evaluate import evaluate
 from ..engine.trainer import TrainConfig, Trainer
+from ..files import atomic_write
 from .plan import Plan, model_config
 from .variants import METRICS, Variant
 
@@ -39,9 +40,8 @@ def weight_digests(model) -> dict:
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    with atomic_write(path, "w") as f:  # a reader never sees half a file
+        f.write(json.dumps(data, indent=1))
 
 
 def run_one(variant: Variant, seed: int, plan: Plan, data, out: Path, backend=None,

@@ -6,10 +6,11 @@ same path. The records are checked once when a file is opened; a bad record rais
 (a box that is empty once clipped to its image), which is counted and reported with one
 :class:`DatasetWarning`.
 
-Crowd regions (``iscrowd=1``) are kept in the target with ``iscrowd = 1``. They are *ignore
-regions*: never a positive, and anchors/proposals that fall on them should be neither positive
-nor negative (detectron2 drops them; the paper's COCO setup ignores them). Use
-:func:`split_crowd` to separate them from the instances.
+Crowd regions (``iscrowd=1``) are kept in the target with ``iscrowd = 1``; :func:`split_crowd`
+separates them from the instances. Training *drops* them, as torchvision does: they are never
+a positive, and an anchor or proposal lying on a crowd is matched against the other objects
+only, so it can be sampled as a negative (Detectron instead ignores anchors that a crowd
+covers; we do not). COCOeval ignores detections on crowds when scoring.
 
 Host-only NumPy code; no gradient flows here.
 """

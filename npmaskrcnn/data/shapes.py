@@ -30,6 +30,8 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from PIL import Image
 
+from ..files import atomic_write
+
 SHAPE_CLASSES = ("square", "circle", "triangle", "ring", "cross")
 THIN_CLASSES = ("ring", "cross")
 DEFAULT_CLASSES = ("square", "circle", "triangle", "ring")
@@ -382,8 +384,6 @@ def make_shapes_dataset(
             {"id": k + 1, "name": name, "supercategory": "shape"} for k, name in enumerate(classes)
         ],
     }
-    # written to a temporary name and renamed, so a reader never sees half a file
-    tmp = ann_file.with_name(ann_file.name + ".tmp")
-    tmp.write_text(json.dumps(dataset, separators=(",", ":")))
-    os.replace(tmp, ann_file)
+    with atomic_write(ann_file, "w") as f:  # a reader never sees half a file
+        f.write(json.dumps(dataset, separators=(",", ":")))
     return ann_file

@@ -10,7 +10,7 @@ Contents, as named arrays:
 Writes are atomic: the file is written next to its destination under a temporary
 name and renamed with ``os.replace``, so a crash mid-write leaves the previous
 checkpoint intact; a reader never sees half a file. A process killed *during* a write
-leaves its temporary ``.tmp-*.npz`` behind; :func:`remove_leftovers` deletes such files
+leaves its temporary ``.tmp-*.npz`` behind; ``files.remove_leftovers`` deletes such files
 (the trainer calls it when it starts). The file gets the permissions of any new file
 (0666 minus the umask, 0644 usually), not the 0600 of a temporary file.
 
@@ -20,15 +20,13 @@ the file's path and says what is wrong with it.
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from ..backend import asnumpy
+from ..files import atomic_write
 
 
 class CheckpointError(ValueError):
@@ -37,13 +35,6 @@ class CheckpointError(ValueError):
 
 class CheckpointMismatch(CheckpointError):
     """A checkpoint does not fit the model or data it is loaded for (config, classes)."""
-
-
-def _new_file_mode() -> int:
-    """0666 minus the process umask: the mode ``open(path, "w")`` would give."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def save_checkpoint(path: str, model, optimizer=None, meta: dict | None = None) -> str:
@@ -57,30 +48,9 @@ def save_checkpoint(path: str, model, optimizer=None, meta: dict | None = None) 
             if buf is not None:
                 arrays[f"optim/{name}"] = buf
     arrays["meta"] = np.array(json.dumps(meta))
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        os.fchmod(fd, _new_file_mode())  # mkstemp creates 0600
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
     return path
-
-
-def remove_leftovers(directory: str) -> list[str]:
-    """Delete the ``.tmp-*.npz`` files that a process killed mid-write left in ``directory``;
-    returns their paths. Only one process may write checkpoints into a directory."""
-    leftovers = sorted(glob.glob(os.path.join(glob.escape(directory), ".tmp-*.npz")))
-    for path in leftovers:
-        os.remove(path)
-    return leftovers
 
 
 def _read_arrays(path: str, names=None) -> dict:

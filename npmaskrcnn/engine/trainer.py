@@ -35,12 +35,12 @@ from dataclasses import asdict, dataclass, field
 
 from ..backend import asnumpy, get_xp, to_backend
 from ..data.transforms import BatchLoader
+from ..files import atomic_write, remove_leftovers
 from .checkpoint import (
     CheckpointMismatch,
     config_differences,
     load_checkpoint,
     read_meta,
-    remove_leftovers,
     save_checkpoint,
 )
 from .optim import SGD
@@ -121,7 +121,7 @@ class Trainer:
     def save(self) -> None:
         meta = {**self.extra_meta, "iteration": self.iteration, "train": asdict(self.cfg),
                 "model_config": self.model.cfg.to_dict(),
-                "rng_state": self.model.rpn.rng.get_state(), "resumes": self.resumes}
+                "rng_state": self.model.rng.get_state(), "resumes": self.resumes}
         save_checkpoint(self.checkpoint_path, self.model, self.optimizer, meta)
 
     def check_checkpoint(self, meta: dict) -> list[str]:
@@ -153,7 +153,7 @@ class Trainer:
             return 0
         self.changed_settings = self.check_checkpoint(read_meta(self.checkpoint_path))
         meta = load_checkpoint(self.checkpoint_path, self.model, self.optimizer)
-        self.model.rpn.rng.set_state(meta["rng_state"])
+        self.model.rng.set_state(meta["rng_state"])
         self.iteration = int(meta["iteration"])
         self.resumes = list(meta.get("resumes", []))
         if self.changed_settings:
@@ -182,10 +182,8 @@ class Trainer:
             warnings.warn(f"{self.log_path}: dropped {bad} line(s) that are not JSON (a partial "
                           "last line, written when the run was stopped mid-write)",
                           ResumeWarning, stacklevel=3)
-        tmp = self.log_path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_write(self.log_path, "w") as f:
             f.writelines(kept)
-        os.replace(tmp, self.log_path)
 
     def _diverged(self, it: int, total: float, values: dict) -> TrainingDiverged:
         """The error for a non-finite loss, naming the last checkpoint only if it exists."""

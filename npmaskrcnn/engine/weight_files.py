@@ -5,7 +5,7 @@ backend is ``weights.load_pretrained``'s job. Three formats, each read without u
 anything except through ``torch.load(weights_only=True)``:
 
 - ``.npz``: NumPy's zip of ``.npy`` files, read with ``allow_pickle=False``. Ours come in
-  two kinds: ``Module.save`` (state-dict names) and the checkpoint layout of
+  two kinds: ``save_module`` (state-dict names) and the checkpoint layout of
   ``engine.checkpoint`` (``model/<name>``, ``optim/<name>``, a JSON ``meta``), which is
   also what ``weights.import_weights`` writes.
 - ``.safetensors`` (Hugging Face's format, read and written here without torch and
@@ -29,11 +29,13 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ..backend import asnumpy
+from ..files import atomic_write
 
 SAFETENSORS_DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
@@ -98,6 +100,28 @@ def read_weights(path) -> WeightsFile:
                        f"expected one of {', '.join(SUFFIXES)}")
 
 
+def save_module(module, path) -> str:
+    """Write ``module``'s state dict to ``path`` atomically: ``.npz`` (state-dict names,
+    no pickle) or ``.safetensors``, chosen by the suffix. Returns the path."""
+    arrays = {k: asnumpy(v) for k, v in module.state_dict().items()}
+    if str(path).lower().endswith(".safetensors"):
+        return write_safetensors(path, arrays)
+    return write_npz_atomic(path, arrays)
+
+
+def load_module(module, path, strict: bool = True) -> WeightsFile:
+    """Load ``path`` into ``module`` by state-dict name: a file from ``save_module``, a
+    checkpoint (its ``model/`` entries) or any state dict ``read_weights`` can read.
+
+    Raises:
+        WeightsError: the file cannot be read (the message names it).
+        KeyError / ValueError: names or shapes that do not fit (see ``load_state_dict``).
+    """
+    wf = read_weights(path)
+    module.load_state_dict(wf.arrays, strict=strict)
+    return wf
+
+
 # ----------------------------------------------------------------------------- .npz
 
 
@@ -135,25 +159,11 @@ def _read_npz(path: str) -> WeightsFile:
 
 
 def write_npz_atomic(path, arrays: dict) -> str:
-    """Write named arrays to ``path`` (.npz) atomically: a temporary file, then ``os.replace``.
-
-    A crash or an error mid-write leaves whatever was at ``path`` before untouched.
-    """
-    path = str(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    """Write named arrays to ``path`` (.npz) atomically (``files.atomic_write``): a crash or
+    an error mid-write leaves whatever was at ``path`` before untouched."""
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
+    return str(path)
 
 
 # ----------------------------------------------------------------------------- .safetensors
@@ -235,21 +245,12 @@ def write_safetensors(path, arrays: dict, metadata: dict | None = None) -> str:
         offset += len(raw)
     header = json.dumps(entries, separators=(",", ":")).encode("utf-8")
     header += b" " * (-len(header) % 8)
-    path = str(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(header)))
-            f.write(header)
-            for raw in chunks:
-                f.write(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    with atomic_write(path) as f:
+        f.write(struct.pack("<Q", len(header)))
+        f.write(header)
+        for raw in chunks:
+            f.write(raw)
+    return str(path)
 
 
 # ----------------------------------------------------------------------------- torch .pth

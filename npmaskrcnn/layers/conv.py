@@ -35,7 +35,8 @@ import numpy as np
 
 from ..backend import Generator, get_xp
 from .im2col import col2im, im2col, pad_input
-from .module import Module, kaiming_uniform
+from .init import kaiming_uniform
+from .module import Module
 from .sizes import as_pair, conv_output_size
 
 

@@ -13,7 +13,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import Generator
-from .module import Module, kaiming_uniform
+from .init import kaiming_uniform
+from .module import Module
 
 
 class LinearCache(NamedTuple):

@@ -25,14 +25,10 @@ keys, so weights map one-to-one onto torchvision's.
 
 from __future__ import annotations
 
-import math
-import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
 
-import numpy as np
-
-from ..backend import Generator, asnumpy, get_xp, to_backend
+from ..backend import get_xp, to_backend
 
 
 class Module:
@@ -210,14 +206,6 @@ class Module:
             xp = get_xp(d[k])
             d[k][...] = xp.asarray(value, dtype=d[k].dtype)
 
-    def save(self, path: str) -> None:
-        """Write the state dict to ``.npz`` (no pickle) or ``.safetensors``."""
-        save_arrays(path, {k: asnumpy(v) for k, v in self.state_dict().items()})
-
-    def load(self, path: str, strict: bool = True) -> None:
-        """Read a state dict written by ``save`` (``.npz`` or ``.safetensors``)."""
-        self.load_state_dict(load_arrays(path), strict=strict)
-
     # ----------------------------------------------------------------- calling
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
@@ -262,44 +250,3 @@ class Sequential(Module):
         for m in reversed(list(self._children.values())):
             dout = m.backward(dout)
         return dout
-
-
-def kaiming_uniform(rng: Generator, shape: tuple, fan_in: int, dtype=np.float32):
-    """PyTorch's default weight init for Conv/Linear: U(-b, b), b = 1/sqrt(fan_in).
-
-    (``kaiming_uniform_(a=sqrt(5))`` gives gain sqrt(2/(1+5)) and bound
-    gain * sqrt(3/fan_in) = 1/sqrt(fan_in).) Biases use the same bound.
-    """
-    bound = 1.0 / math.sqrt(max(fan_in, 1))
-    return rng.uniform(-bound, bound, shape, dtype=dtype)
-
-
-def kaiming_normal(rng: Generator, shape: tuple, fan_out: int, dtype=np.float32):
-    """He et al. 2015 normal init, ``mode='fan_out'``, for ReLU nets (torchvision ResNet)."""
-    return rng.normal(0.0, math.sqrt(2.0 / max(fan_out, 1)), shape, dtype=dtype)
-
-
-def save_arrays(path: str, arrays: dict) -> None:
-    """Write named NumPy arrays to ``.npz`` or ``.safetensors`` (chosen by suffix)."""
-    path = str(path)
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import save_file  # optional dependency
-
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, path)
-    else:
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
-
-
-def load_arrays(path: str) -> dict:
-    """Read named arrays from ``.npz`` (``allow_pickle=False``) or ``.safetensors``."""
-    path = str(path)
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file  # optional dependency
-
-        return dict(load_file(path))
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path}: not a readable .npz state dict ({err})") from err

@@ -255,6 +255,11 @@ class FrozenBatchNorm2d(Module):
     (ones), each (num_features,), live in ``buffers`` under torchvision's state-dict
     names: they are loaded from a checkpoint, never trained. ``backward`` returns dx.
     Created on ``backend`` (None: the default backend).
+
+    Where to look when reading the model: in the ResNet this layer's ``forward`` runs
+    only in training. At inference (``model.predict``) ``model.backbone.conv_norm`` folds
+    the fixed affine into the convolution before it (``frozen_batch_norm_affine``), so
+    a breakpoint here is not hit there; the result is the same to rounding.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, dtype=np.float32,

@@ -24,27 +24,20 @@ import numpy as np
 
 from ..backend import get_xp, on_device, scatter_add
 from .module import Module
-
-
-def _pair(v) -> tuple[int, int]:
-    """An int or a pair of ints as a pair of ints."""
-    if isinstance(v, (tuple, list)):
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
+from .sizes import as_pair, conv_output_size
 
 
 def _geometry(x_shape, kernel_size, stride, padding):
     """Kernel, stride, padding as pairs and the output size (floor mode)."""
-    kh, kw = _pair(kernel_size)
-    sh, sw = _pair(kernel_size if stride is None else stride)
-    ph, pw = _pair(padding)
+    kh, kw = as_pair(kernel_size)
+    sh, sw = as_pair(kernel_size if stride is None else stride)
+    ph, pw = as_pair(padding)
     if ph > kh // 2 or pw > kw // 2:
         raise ValueError(
             f"max_pool2d: padding {(ph, pw)} must be at most half the kernel {(kh, kw)}"
         )
     H, W = x_shape[-2:]
-    Ho = (H + 2 * ph - kh) // sh + 1
-    Wo = (W + 2 * pw - kw) // sw + 1
+    Ho, Wo = conv_output_size(H, kh, sh, ph), conv_output_size(W, kw, sw, pw)
     if Ho <= 0 or Wo <= 0:
         raise ValueError(f"max_pool2d: input {(H, W)} too small for kernel {(kh, kw)}")
     return (kh, kw), (sh, sw), (ph, pw), (Ho, Wo)

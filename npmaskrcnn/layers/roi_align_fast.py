@@ -11,8 +11,7 @@ Both compute exactly ``roi_align_naive``'s numbers (torchvision's semantics, see
   columns. For max, the same matrices have one row per sample instead of per bin, and
   the max is taken over the resulting samples. One RoI at a time: its block stays in
   cache, and each touched feature vector is read once per RoI (the kernel reads four per
-  sample); forward+backward runs 3-4x faster than torchvision's CPU kernels
-  (``benchmarks/bench_ops.py``).
+  sample; ``benchmarks/bench_ops.py`` compares the two).
 - **GPU** (``roi_align_gather.py``): every RoI of every pyramid level in one gather of
   the sample corners from a flat table of feature vectors, one weighted sum, and one
   scatter-add back: a fixed, small number of launches whatever the number of RoIs.
@@ -106,7 +105,11 @@ class RoIAlignCache(NamedTuple):
 
     x_shape: tuple  # (N, C, H, W)
     plan: Any  # CPU: a SeparablePlan; GPU: a roi_align_gather.GatherCache
-    argmax: Any  # CPU max only: (R, PW, PH, C) int32 winning sample gy*Gw + gx, -1 if none
+    # CPU max only: (R, PW, PH, C) int32, the winning sample gy*Gw + gx of each bin (-1 if
+    # none). Width before height: the separable engine applies A_x first and A_y to the
+    # result's transpose, so its products come out (c, PX, PY, C) and the argmax keeps
+    # that layout instead of paying a transpose; only ``max_expand`` reads it.
+    argmax: Any
     grid: tuple  # CPU max only: (Gh, Gw), the padded sample grid
 
 

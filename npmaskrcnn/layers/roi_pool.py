@@ -33,13 +33,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import get_xp, scatter_add
+from .sizes import as_pair
 
 _FLT_MAX = float(np.finfo(np.float32).max)  # torchvision's initial max, for every dtype
-
-
-def _pair(v) -> tuple[int, int]:
-    """An int or a pair of ints as a pair of ints."""
-    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
 def round_half_away(v):
@@ -96,7 +92,7 @@ def roi_pool_forward(x, rois, output_size, spatial_scale=1.0):
         out (R, C, PH, PW) and the cache. No gradient flows into ``rois``.
     """
     xp = get_xp(x, rois)
-    PH, PW = _pair(output_size)
+    PH, PW = as_pair(output_size)
     N, C, H, W = x.shape
     R = rois.shape[0]
     q = quantize_rois(rois, spatial_scale, x.dtype)
@@ -183,7 +179,7 @@ def roi_pool_naive(x, rois, output_size, spatial_scale=1.0):
     over channels only. Returns (out, cache) like the fast version.
     """
     xp = get_xp(x)
-    PH, PW = _pair(output_size)
+    PH, PW = as_pair(output_size)
     N, C, H, W = x.shape
     R = rois.shape[0]
     out = xp.zeros((R, C, PH, PW), dtype=x.dtype)

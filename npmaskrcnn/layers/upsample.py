@@ -25,7 +25,7 @@ import numpy as np
 
 from ..backend import get_xp, scatter_add
 from .module import Module
-from .sizes import as_pair
+from .sizes import interpolate_output_size
 
 
 def source_index(n_in: int, n_out: int, scale_factor=None) -> np.ndarray:
@@ -77,22 +77,16 @@ def upsample_nearest2d_forward(x, scale_factor=None, size=None):
         out: (N, C, Ho, Wo).
         cache: an ``UpsampleNearest2dCache``.
     """
-    if (scale_factor is None) == (size is None):
-        raise ValueError("upsample_nearest2d: give exactly one of scale_factor and size")
     xp = get_xp(x)
     H, W = x.shape[-2:]
-    if size is not None:
-        (Ho, Wo), (s_h, s_w) = as_pair(size), (None, None)
-    else:
-        s_h, s_w = (float(v) for v in (scale_factor if isinstance(scale_factor, (tuple, list))
-                                       else (scale_factor, scale_factor)))
-        Ho, Wo = math.floor(H * s_h), math.floor(W * s_w)
+    (Ho, Wo), (s_h, s_w) = interpolate_output_size("upsample_nearest2d", x.shape, size,
+                                                   scale_factor)
     src_h = source_index(H, Ho, s_h)
     src_w = source_index(W, Wo, s_w)
     k_h, k_w = _integer_factor(src_h, H, Ho), _integer_factor(src_w, W, Wo)
     if k_h is not None and k_w is not None:
         # each pixel copied into a k_h x k_w block (the FPN's x2): repeat along W,
-        # then whole rows along H (2x faster than the gathers below on NumPy)
+        # then whole rows along H (contiguous copies; cheaper than the gathers below)
         out = xp.repeat(xp.repeat(x, k_w, axis=3), k_h, axis=2)
     else:  # (N, C, H, W) -> (N, C, Ho, W) -> (N, C, Ho, Wo)
         out = xp.take(xp.take(x, xp.asarray(src_h), axis=2), xp.asarray(src_w), axis=3)
@@ -140,12 +134,8 @@ def upsample_nearest2d_naive(x, scale_factor=None, size=None):
     """
     xp = get_xp(x)
     N, C, H, W = x.shape
-    if size is not None:
-        (Ho, Wo), (s_h, s_w) = as_pair(size), (None, None)
-    else:
-        s_h, s_w = (float(v) for v in (scale_factor if isinstance(scale_factor, (tuple, list))
-                                       else (scale_factor, scale_factor)))
-        Ho, Wo = math.floor(H * s_h), math.floor(W * s_w)
+    (Ho, Wo), (s_h, s_w) = interpolate_output_size("upsample_nearest2d", x.shape, size,
+                                                   scale_factor)
 
     def src(dst, n_in, n_out, s):
         if n_out == n_in:

@@ -46,28 +46,7 @@ import numpy as np
 
 from ..backend import get_xp, scatter_add
 from .module import Module
-
-
-def _pair(v) -> tuple:
-    if isinstance(v, (tuple, list)):
-        return v[0], v[1]
-    return v, v
-
-
-def _output_size(x_shape, size, scale_factor):
-    """((Ho, Wo), (s_h, s_w)): PyTorch's output size, and the factors (None with size)."""
-    if (scale_factor is None) == (size is None):
-        raise ValueError("upsample_bilinear2d: give exactly one of size and scale_factor")
-    H, W = x_shape[-2:]
-    if size is not None:
-        out, factors = tuple(int(v) for v in _pair(size)), (None, None)
-    else:
-        factors = tuple(float(v) for v in _pair(scale_factor))
-        out = (math.floor(H * factors[0]), math.floor(W * factors[1]))
-    if min(H, W) < 1 or min(out) < 1:
-        raise ValueError(f"upsample_bilinear2d: input {H}x{W} and output {out[0]}x{out[1]} "
-                         "must both be non-empty")
-    return out, factors
+from .sizes import interpolate_output_size
 
 
 def bilinear_source_index(in_size: int, out_size: int, scale_factor, dtype, xp):
@@ -140,7 +119,8 @@ def upsample_bilinear2d_forward(x, size=None, scale_factor=None):
     """
     xp = get_xp(x)
     H, W = x.shape[-2:]
-    (Ho, Wo), (s_h, s_w) = _output_size(x.shape, size, scale_factor)
+    (Ho, Wo), (s_h, s_w) = interpolate_output_size("upsample_bilinear2d", x.shape, size,
+                                                   scale_factor)
     r0, r1, lr0, lr1 = bilinear_source_index(H, Ho, s_h, x.dtype, xp)
     c0, c1, lc0, lc1 = bilinear_source_index(W, Wo, s_w, x.dtype, xp)
     cols = x[..., c0] * lc0 + x[..., c1] * lc1  # (N, C, H, W) -> (N, C, H, Wo)
@@ -178,7 +158,8 @@ def upsample_bilinear2d_naive(x, size=None, scale_factor=None):
     """
     xp = get_xp(x)
     N, C, H, W = x.shape
-    (Ho, Wo), (s_h, s_w) = _output_size(x.shape, size, scale_factor)
+    (Ho, Wo), (s_h, s_w) = interpolate_output_size("upsample_bilinear2d", x.shape, size,
+                                                   scale_factor)
     t = np.dtype(x.dtype).type
 
     def source(d, n_in, n_out, s):

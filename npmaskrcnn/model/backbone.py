@@ -32,7 +32,8 @@ import numpy as np
 from ..backend import Generator, get_xp
 from ..layers.activations import ReLU
 from ..layers.conv import Conv2d, conv2d_forward
-from ..layers.module import Module, Sequential, kaiming_normal
+from ..layers.init import kaiming_normal
+from ..layers.module import Module, Sequential
 from ..layers.norm import FrozenBatchNorm2d, GroupNorm, frozen_batch_norm_affines
 from ..layers.pooling import MaxPool2d
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..backend import get_xp
 from ..layers.activations import ReLU
-from ..layers.linear import Linear
+from ..layers.linear import Flatten, Linear
 from ..layers.module import Module
 from ..losses.cross_entropy import softmax_cross_entropy
 from ..losses.smooth_l1 import smooth_l1
@@ -24,6 +24,7 @@ class TwoMLPHead(Module):
 
     def __init__(self, in_channels: int, pool_size: int, representation_size: int, rng, dtype):
         super().__init__()
+        self.flatten = Flatten()  # (R, C, P, P) -> (R, C*P*P); no parameters
         self.fc6 = Linear(in_channels * pool_size * pool_size, representation_size, rng=rng,
                           dtype=dtype)
         self.relu6 = ReLU()
@@ -31,14 +32,11 @@ class TwoMLPHead(Module):
         self.relu7 = ReLU()
 
     def forward(self, x):
-        self.push(x.shape)
-        x = x.reshape(x.shape[0], -1)  # (R, C, P, P) -> (R, C*P*P)
-        return self.relu7(self.fc7(self.relu6(self.fc6(x))))
+        return self.relu7(self.fc7(self.relu6(self.fc6(self.flatten(x)))))
 
     def backward(self, dout):
-        shape = self.pop()
         dx = self.fc6.backward(self.relu6.backward(self.fc7.backward(self.relu7.backward(dout))))
-        return dx.reshape(shape)
+        return self.flatten.backward(dx)
 
 
 class FastRCNNPredictor(Module):

@@ -32,10 +32,10 @@ from ..backend import Generator, get_xp
 from ..layers.activations import ReLU
 from ..layers.conv import Conv2d
 from ..layers.conv_transpose import ConvTranspose2d
+from ..layers.init import kaiming_normal_fan_out_
 from ..layers.module import Module, Sequential
 from ..layers.upsample_bilinear import UpsampleBilinear2d
 from ..losses.cross_entropy import softmax_cross_entropy
-from .mask_head import _kaiming_fan_out
 
 KEYPOINT_LAYERS = (512,) * 8  # torchvision's keypoint_layers
 NUM_KEYPOINTS = 17  # COCO persons
@@ -61,7 +61,7 @@ class KeypointRCNNHeads(Sequential):
         modules, c = [], in_channels
         for out in layers:
             conv = Conv2d(c, out, 3, padding=1, rng=rng, dtype=dtype)
-            _kaiming_fan_out(conv, rng)
+            kaiming_normal_fan_out_(conv, rng)
             modules += [conv, ReLU(inplace=True)]
             c = out
         super().__init__(*modules)
@@ -86,7 +86,7 @@ class KeypointRCNNPredictor(Module):
         rng = Generator(0) if rng is None else rng
         self.kps_score_lowres = ConvTranspose2d(in_channels, num_keypoints, 4, stride=2,
                                                 padding=1, rng=rng, dtype=dtype)
-        _kaiming_fan_out(self.kps_score_lowres, rng)
+        kaiming_normal_fan_out_(self.kps_score_lowres, rng)
         self.up_scale = 2
         self.upsample = UpsampleBilinear2d(scale_factor=float(self.up_scale))
         self.out_channels = num_keypoints

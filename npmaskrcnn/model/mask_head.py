@@ -22,20 +22,11 @@ from ..backend import get_xp
 from ..layers.activations import ReLU
 from ..layers.conv import Conv2d
 from ..layers.conv_transpose import ConvTranspose2d
-from ..layers.module import Sequential, kaiming_normal
+from ..layers.init import kaiming_normal_fan_out_
+from ..layers.module import Sequential
 from ..layers.roi_align import roi_align_forward, roi_align_levels_forward
 from ..losses.cross_entropy import softmax_cross_entropy
 from ..losses.sigmoid_bce import sigmoid_binary_cross_entropy
-
-
-def _kaiming_fan_out(conv, rng) -> None:
-    """tv mask head init: kaiming_normal(mode='fan_out', relu), bias 0."""
-    w = conv.params["weight"]
-    # PyTorch takes dim 0 as fan-out for both layouts: (F, C, KH, KW) and the
-    # transposed conv's (C_in, C_out, KH, KW)
-    fan_out = w.shape[0] * w.shape[2] * w.shape[3]
-    w[...] = kaiming_normal(rng, w.shape, fan_out, dtype=w.dtype)
-    conv.params["bias"][...] = 0
 
 
 class MaskRCNNHeads(Sequential):
@@ -45,7 +36,7 @@ class MaskRCNNHeads(Sequential):
         blocks, c = [], in_channels
         for out in layers:
             conv = Conv2d(c, out, 3, padding=1, rng=rng, dtype=dtype)
-            _kaiming_fan_out(conv, rng)
+            kaiming_normal_fan_out_(conv, rng)
             blocks.append(Sequential(conv, ReLU(inplace=True)))
             c = out
         super().__init__(*blocks)
@@ -61,7 +52,7 @@ class MaskRCNNPredictor(Sequential):
         self.add_module("relu", ReLU(inplace=True))
         self.add_module("mask_fcn_logits", Conv2d(dim_reduced, num_classes, 1, rng=rng,
                                                   dtype=dtype))
-        _kaiming_fan_out(self.conv5_mask, rng)
+        kaiming_normal_fan_out_(self.conv5_mask, rng)
         # Detectron2's mask predictor init, N(0, 0.001): logits start near 0 (BCE ~ ln 2)
         # instead of the large values kaiming init gives, which matters from scratch
         w = self.mask_fcn_logits.params["weight"]
@@ -80,6 +71,9 @@ def project_masks_on_boxes(gt_masks, boxes, matched_idxs, m: int):
         spatial_scale 1, adaptive sampling, aligned=False). No gradient.
     """
     xp = get_xp(boxes)
+    # RoIAlign's first RoI column picks the map a RoI reads ("batch index"). Here the maps
+    # are the G ground-truth masks as a (G, 1, H, W) batch, so the column is the GT index:
+    # each RoI reads the mask of the object it was matched to.
     rois = xp.concatenate([matched_idxs[:, None].astype(boxes.dtype), boxes], axis=1)
     masks = gt_masks[:, None].astype(boxes.dtype)  # (G, 1, H, W)
     out, _ = roi_align_forward(masks, rois, (m, m), 1.0, sampling_ratio=-1, aligned=False)
@@ -103,6 +97,8 @@ def project_masks(gt_masks, mask_rois, matched_idxs, m: int):
     xp = get_xp(mask_rois)
     dtype = mask_rois.dtype
     maps = [masks[:, None].astype(dtype) for masks in gt_masks]  # N x (G_i, 1, H_i, W_i)
+    # image i's masks are "level" i and the GT index is the batch column within it, as in
+    # project_masks_on_boxes: each RoI reads the mask of its matched object
     rois = xp.concatenate([matched_idxs[:, None].astype(dtype), mask_rois[:, 1:]], axis=1)
     out, _ = roi_align_levels_forward(maps, rois, mask_rois[:, 0].astype(np.int64),
                                       [1.0] * len(maps), (m, m), sampling_ratio=-1,

@@ -61,7 +61,9 @@ class MaskRCNN(Module):
         super().__init__()
         cfg = cfg or MaskRCNNConfig()
         self.cfg = cfg
-        rng = Generator(cfg.seed, backend=backend)
+        # one generator for the whole model: it draws the initial weights, then the RPN's
+        # and the RoI heads' sampling keys; a checkpoint saves its state to resume exactly
+        self.rng = rng = Generator(cfg.seed, backend=backend)
         t = cfg.transform
         self.transform = GeneralizedRCNNTransform(t.min_size, t.max_size, t.image_mean,
                                                   t.image_std, t.size_divisible)

@@ -21,6 +21,7 @@ import numpy as np
 from ..backend import asnumpy, get_xp, on_device
 from ..boxes.nms import batched_nms
 from ..boxes.ops import clip_boxes_to_images
+from ..layers.activations import sigmoid
 from .resize import resize_bilinear
 
 
@@ -194,10 +195,7 @@ def mask_probabilities(mask_logits, labels, mode: str = "sigmoid"):
         z = mask_logits - mask_logits.max(axis=1, keepdims=True)
         p = xp.exp(z)
         return (p[xp.arange(d), channel] / p.sum(axis=1))[:, None]
-    logits = mask_logits[xp.arange(d), channel][:, None]  # (D, 1, M, M)
-    # exp of -|x| only, so that no large logit overflows
-    e = xp.exp(-xp.abs(logits))
-    return xp.where(logits >= 0, 1 / (1 + e), e / (1 + e))
+    return sigmoid(mask_logits[xp.arange(d), channel][:, None])  # (D, 1, M, M)
 
 
 def softmax(logits):

@@ -33,6 +33,7 @@ from ..boxes.matcher import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher
 from ..boxes.nms import nms_padded
 from ..boxes.ops import box_iou, clip_boxes_to_images
 from ..boxes.sampler import sample_balanced
+from ..layers.activations import sigmoid
 from ..layers.module import Module
 from ..losses.sigmoid_bce import sigmoid_binary_cross_entropy
 from ..losses.smooth_l1 import smooth_l1
@@ -151,7 +152,7 @@ class RegionProposalNetwork(Module):
         wh = boxes[..., 2:] - boxes[..., :2]
         valid = valid.reshape(n, num_levels * k) & (wh >= cfg.min_size).all(axis=-1)
         if cfg.score_thresh > 0:
-            valid &= 1.0 / (1.0 + xp.exp(-scores)) >= cfg.score_thresh
+            valid &= sigmoid(scores) >= cfg.score_thresh
         # NMS within each (image, level), all problems at once
         keep = nms_padded(boxes.reshape(n * num_levels, k, 4),
                           scores.reshape(n * num_levels, k),

@@ -5,7 +5,9 @@ ground truth. Images have different numbers of objects, so the boxes are padded 
 largest count G of the batch and a ``valid`` mask marks the real ones: then matching,
 sampling and targets are computed for all images at once (one set of array operations
 instead of one per image, which is what a GPU needs). Padding rows, crowd regions and
-degenerate boxes are simply not valid.
+degenerate boxes are simply not valid. Crowds are thereby dropped, as torchvision drops
+them: an anchor or proposal on a crowd is matched against the other objects only and may
+become a negative (Detectron's ignore-by-overlap is not implemented).
 
 ``TrainingSamples`` is everything a training step *chose* rather than computed
 differentiably: the RPN's sampled anchors, the proposals, the RoI heads' sampled RoIs

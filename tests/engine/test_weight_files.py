@@ -13,8 +13,10 @@ from npmaskrcnn.engine.checkpoint import save_checkpoint
 from npmaskrcnn.engine.optim import SGD
 from npmaskrcnn.engine.weight_files import (
     WeightsError,
+    load_module,
     read_safetensors,
     read_weights,
+    save_module,
     write_npz_atomic,
     write_safetensors,
 )
@@ -125,7 +127,7 @@ def test_bad_safetensors_entries_are_named(tmp_path):
 
 def test_npz_state_dict_and_checkpoint(tmp_path):
     model = MaskRCNN(tiny())
-    model.save(str(tmp_path / "plain.npz"))
+    save_module(model, tmp_path / "plain.npz")
     wf = read_weights(tmp_path / "plain.npz")
     assert wf.container == "npz state dict" and list(wf.arrays) == list(model.state_dict())
 
@@ -238,3 +240,22 @@ def test_pth_truncated_or_unsafe_is_refused(tmp_path):
 
 class _Arbitrary:
     pass
+
+
+def test_save_module_and_load_module_in_both_formats_and_from_a_checkpoint(tmp_path):
+    model = MaskRCNN(tiny())
+
+    def shifted():
+        other = MaskRCNN(tiny())
+        for v in other.state_dict().values():
+            v += 1
+        return other
+
+    save_checkpoint(str(tmp_path / "ckpt.npz"), model)
+    for name in ("m.npz", "m.safetensors", "ckpt.npz"):
+        if name != "ckpt.npz":
+            save_module(model, tmp_path / name)
+        other = shifted()
+        load_module(other, tmp_path / name)
+        for k, v in model.state_dict().items():
+            np.testing.assert_array_equal(other.state_dict()[k], v, err_msg=f"{name}: {k}")
