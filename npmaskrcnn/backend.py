@@ -6,7 +6,7 @@ its array module from its inputs::
     xp = get_xp(x)          # numpy, cupy or cpupy, whichever module x belongs to
     y = xp.maximum(x, 0)
 
-and so runs unchanged on all three. ``cpupy`` (``npmaskrcnn/cpupy.py``) is a strict CPU
+and so runs unchanged on all three. ``cpupy`` (``npmaskrcnn/cpupy/``) is a strict CPU
 stand-in for CuPy: NumPy underneath, but it refuses host/device mixing as CuPy does and
 counts kernel launches and host syncs, so a machine without a GPU still keeps the GPU
 path honest. The few operations whose spelling differs between the libraries live here:

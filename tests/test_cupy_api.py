@@ -81,8 +81,8 @@ def test_the_stand_in_offers_only_what_cupy_has():
     cupy = pytest.importorskip("cupy", reason="cupy-cuda12x is in the dev extra")
     from npmaskrcnn import cpupy
 
-    names = cpupy.FUNCTIONS | cpupy.SYNCING | cpupy._PASSTHROUGH | cpupy._SPECIAL
+    names = cpupy.FUNCTIONS | cpupy.SYNCING | cpupy.catalog._PASSTHROUGH | cpupy.catalog._SPECIAL
     missing = sorted(n for n in names if not hasattr(cupy, n))
     assert not missing, f"cpupy offers functions CuPy lacks: {missing}"
-    methods = sorted(m for m in cpupy._METHODS if not hasattr(cupy.ndarray, m))
+    methods = sorted(m for m in cpupy.catalog._METHODS if not hasattr(cupy.ndarray, m))
     assert not methods, f"cpupy.ndarray offers methods cupy.ndarray lacks: {methods}"

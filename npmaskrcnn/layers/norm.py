@@ -11,6 +11,7 @@ scratch (torchvision's v2 Mask R-CNN heads, detectron2's GN configs).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -297,3 +298,33 @@ class FrozenBatchNorm2d(Module):
 
     def backward(self, dout):
         return frozen_batch_norm_backward(dout, self.pop())
+
+
+def gn_num_groups(gn_groups: int, num_channels: int) -> int:
+    """The group count actually used for a GroupNorm over ``num_channels`` channels.
+
+    Rule: ``gcd(gn_groups, num_channels)``, the largest count that divides both the
+    requested count and the channels. With the paper's widths (multiples of 64) and
+    ``gn_groups=32`` this is 32; with narrow CPU models it shrinks (width 8 -> 8 groups
+    of one channel), which keeps every group the same size as GroupNorm requires.
+    """
+    return math.gcd(int(gn_groups), int(num_channels))
+
+
+def norm_factory(
+    norm: str = "group_norm", gn_groups: int = 32, dtype=np.float32, backend: str | None = None
+) -> Callable[[int], Module]:
+    """A ``num_channels -> Module`` builder, torchvision's ``norm_layer`` argument.
+
+    Args:
+        norm: ``"group_norm"`` (trainable ``GroupNorm``) or
+            ``"frozen_bn"`` (``FrozenBatchNorm2d``: a fixed affine map, for pretrained
+            weights, as torchvision's detection backbones).
+        gn_groups: requested GroupNorm groups (see ``gn_num_groups``).
+        backend: where the norms' arrays live (None: the default backend).
+    """
+    if norm == "group_norm":
+        return lambda c: GroupNorm(gn_num_groups(gn_groups, c), c, dtype=dtype, backend=backend)
+    if norm == "frozen_bn":
+        return lambda c: FrozenBatchNorm2d(c, dtype=dtype, backend=backend)
+    raise ValueError(f"norm must be 'group_norm' or 'frozen_bn', got {norm!r}")

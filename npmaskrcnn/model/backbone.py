@@ -23,7 +23,6 @@ the branch and the identity (or downsample) path, and the two input gradients ad
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -34,7 +33,13 @@ from ..layers.activations import ReLU
 from ..layers.conv import Conv2d, conv2d_forward
 from ..layers.init import kaiming_normal
 from ..layers.module import Module, Sequential
-from ..layers.norm import FrozenBatchNorm2d, GroupNorm, frozen_batch_norm_affines
+from ..layers.norm import (  # noqa: F401 - gn_num_groups: part of this page's story
+    FrozenBatchNorm2d,
+    GroupNorm,
+    frozen_batch_norm_affines,
+    gn_num_groups,
+    norm_factory,
+)
 from ..layers.pooling import MaxPool2d
 
 LEVELS = ("C2", "C3", "C4", "C5")
@@ -46,36 +51,6 @@ ARCHS = {
     50: ("bottleneck", (3, 4, 6, 3)),
     101: ("bottleneck", (3, 4, 23, 3)),
 }
-
-
-def gn_num_groups(gn_groups: int, num_channels: int) -> int:
-    """The group count actually used for a GroupNorm over ``num_channels`` channels.
-
-    Rule: ``gcd(gn_groups, num_channels)``, the largest count that divides both the
-    requested count and the channels. With the paper's widths (multiples of 64) and
-    ``gn_groups=32`` this is 32; with narrow CPU models it shrinks (width 8 -> 8 groups
-    of one channel), which keeps every group the same size as GroupNorm requires.
-    """
-    return math.gcd(int(gn_groups), int(num_channels))
-
-
-def norm_factory(
-    norm: str = "group_norm", gn_groups: int = 32, dtype=np.float32, backend: str | None = None
-) -> Callable[[int], Module]:
-    """A ``num_channels -> Module`` builder, torchvision's ``norm_layer`` argument.
-
-    Args:
-        norm: ``"group_norm"`` (trainable ``GroupNorm``) or
-            ``"frozen_bn"`` (``FrozenBatchNorm2d``: a fixed affine map, for pretrained
-            weights, as torchvision's detection backbones).
-        gn_groups: requested GroupNorm groups (see ``gn_num_groups``).
-        backend: where the norms' arrays live (None: the default backend).
-    """
-    if norm == "group_norm":
-        return lambda c: GroupNorm(gn_num_groups(gn_groups, c), c, dtype=dtype, backend=backend)
-    if norm == "frozen_bn":
-        return lambda c: FrozenBatchNorm2d(c, dtype=dtype, backend=backend)
-    raise ValueError(f"norm must be 'group_norm' or 'frozen_bn', got {norm!r}")
 
 
 def conv_fan_out(

@@ -1,0 +1,151 @@
+"""cpupy's functions: NumPy's, run on the data behind CuPy's rules, each call counted.
+
+``function(name)`` wraps ``numpy.<name>`` once (cached): one op per call, plus what CuPy
+adds (a sync when the output size depends on the data, a launch per axis for
+``take_along_axis``, one per input for ``concatenate``). Creation functions
+(``asarray``, ``array``, ``empty``) and ``scatter_add`` are written out.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from .array import _call, _data_dependent, _index, _unwrap, ndarray
+from .catalog import _PASSTHROUGH, _SPECIAL, FUNCTIONS, IN_PLACE, JOINING, PER_AXIS, SYNCING
+from .counting import count as _count
+
+
+def _join_launches(arrays) -> int:
+    """Launches of ``cupy.concatenate`` (``_routines_manipulation._concatenate``)."""
+    arrays = [a for a in arrays if type(a) is ndarray]
+    if len(arrays) > 8 and len({a.dtype for a in arrays}) == 1:
+        if sum(a.nbytes for a in arrays) < (2 << 20) * len(arrays):
+            return 1
+    return max(len(arrays), 1)
+
+
+def _make(name):
+    func = getattr(np, name)
+
+    def wrapper(*args, **kwargs):
+        r = _call(func, args, kwargs, _data_dependent(name, args, kwargs))
+        if name in IN_PLACE:
+            _count("ops")
+        if name in PER_AXIS:
+            _count("ops", args[0].ndim - 1)
+        if name in JOINING:
+            _count("ops", _join_launches(args[0]) - 1)
+        return r
+
+    wrapper.__name__ = name
+    wrapper.__doc__ = f"``numpy.{name}`` on device arrays (counted)."
+    if isinstance(func, np.ufunc):
+        for method in ("reduce", "accumulate", "outer", "at"):
+            setattr(wrapper, method, _make_method(func, method))
+    return wrapper
+
+
+def _make_method(ufunc, method):
+    func = getattr(ufunc, method)
+
+    def wrapper(*args, **kwargs):
+        r = _call(func, args, kwargs)
+        if method == "at":  # in place, returns None
+            _count("ops")
+        return r
+
+    return wrapper
+
+
+_cache: dict = {}
+
+
+def function(name):
+    """The counted ``cpupy.<name>``: a NumPy constant or dtype, or a wrapped function."""
+    if name in _PASSTHROUGH:
+        return getattr(np, name)
+    if name in FUNCTIONS or name in SYNCING:
+        if name not in _cache:
+            _cache[name] = _make(name)
+        return _cache[name]
+    raise AttributeError(f"module 'cpupy' has no attribute {name!r} (CuPy has it? add it "
+                         "to FUNCTIONS)")
+
+
+def lookup(func):
+    """Our implementation of the NumPy function ``func`` (``np.sum`` -> ``sum``), if any."""
+    name = getattr(func, "__name__", "")
+    module = getattr(func, "__module__", "") or ""
+    if module.startswith("numpy.linalg"):
+        return getattr(linalg, name, None)
+    if name in FUNCTIONS or name in SYNCING or name in _SPECIAL:
+        return globals().get(name) or function(name)
+    return None
+
+
+def asarray(a, dtype=None, order=None):
+    """A device array from host data (one h2d copy) or a device array (no copy)."""
+    if type(a) is ndarray:
+        if dtype is None or np.dtype(dtype) == a._a.dtype:
+            return a
+        return a.astype(dtype)
+    host = np.asarray(_host_data(a), dtype=dtype, order=order)
+    _count("h2d")
+    return ndarray(np.array(host, copy=True))
+
+
+def array(a, dtype=None, copy=True, order="K", ndmin=0):
+    """``cupy.array``: always a new device array (a copy)."""
+    if type(a) is ndarray:
+        r = np.array(a._a, dtype=dtype, copy=True, order=order, ndmin=ndmin)
+        _count("ops")
+        return ndarray(r)
+    host = np.array(_host_data(a), dtype=dtype, copy=True, order=order, ndmin=ndmin)
+    _count("h2d")
+    return ndarray(host)
+
+
+asanyarray = asarray
+
+
+def _host_data(a):
+    """Host data for ``asarray``: nested lists may hold device 0-d arrays (read back)."""
+    if type(a) in (list, tuple):
+        return [_host_data(v) for v in a]
+    if type(a) is ndarray:
+        return a.get()
+    return a
+
+
+def empty(shape, dtype=float, order="C"):
+    """Uninitialised memory: an allocation, no kernel."""
+    return ndarray(np.empty(shape, dtype=dtype, order=order))
+
+
+def empty_like(a, dtype=None, order="K", shape=None):
+    return ndarray(np.empty_like(_unwrap(a), dtype=dtype, order=order, shape=shape))
+
+
+def asnumpy(a) -> np.ndarray:
+    """``cupy.asnumpy``: a NumPy copy of a device array (one sync); host data unchanged."""
+    return a.get() if type(a) is ndarray else np.asarray(a)
+
+
+def scatter_add(target, indices, values) -> None:
+    """``cupyx.scatter_add``: ``target[indices] += values`` accumulating repeats (one op)."""
+    idx, _, syncs = _index(indices)
+    if syncs:
+        _count("syncs")
+    v = values._a if type(values) is ndarray else _unwrap(values)
+    np.add.at(target._a, idx if type(indices) is tuple else idx[0], v)
+    _count("ops")
+
+
+def _as_strided(x, shape=None, strides=None):
+    return ndarray(np.lib.stride_tricks.as_strided(_unwrap(x), shape, strides))
+
+
+lib = SimpleNamespace(stride_tricks=SimpleNamespace(as_strided=_as_strided))
+linalg = SimpleNamespace(norm=_make_method(SimpleNamespace(norm=np.linalg.norm), "norm"))
