@@ -56,6 +56,56 @@ def _is_tiling(kernel, stride, padding) -> bool:
     return kernel == stride and padding == (0, 0)
 
 
+def conv_transpose2d_naive(x, w, b, stride=1, padding=0):
+    """The transposed convolution by its definition, loop by loop (``conv_transpose2d_forward``
+    computes the same numbers with one GEMM and a col2im).
+
+    Each input pixel adds ``x[n, c] * w[c]`` onto its KH x KW patch of the uncropped
+    output; the padding is cropped at the end.
+    """
+    xp = get_xp(x, w, b)
+    (sh, sw), (ph, pw) = as_pair(stride), as_pair(padding)
+    n, c_in, h, wd = x.shape
+    _, c_out, kh, kw = w.shape
+    full = xp.zeros((n, c_out, (h - 1) * sh + kh, (wd - 1) * sw + kw), dtype=x.dtype)
+    for b_i in range(n):
+        for c in range(c_in):
+            for y in range(h):
+                for z in range(wd):
+                    rows, cols = slice(y * sh, y * sh + kh), slice(z * sw, z * sw + kw)
+                    full[b_i, :, rows, cols] += x[b_i, c, y, z] * w[c]
+    out = full[:, :, ph : full.shape[2] - ph, pw : full.shape[3] - pw]
+    if b is not None:
+        out = out + b.reshape(1, c_out, 1, 1)
+    return out
+
+
+def conv_transpose2d_backward_naive(dout, x, w, b, stride=1, padding=0):
+    """Gradients of ``conv_transpose2d_naive``, loop by loop (``conv_transpose2d_backward``
+    is the same with GEMMs).
+
+    Returns:
+        (dx, dw, db), ``db`` None when ``b`` is None.
+    """
+    xp = get_xp(dout, x, w)
+    (sh, sw), (ph, pw) = as_pair(stride), as_pair(padding)
+    n, c_in, h, wd = x.shape
+    _, _, kh, kw = w.shape
+    # The uncropped output's gradient: dout with the cropped rows/columns put back as 0.
+    dfull = xp.zeros((n, dout.shape[1], (h - 1) * sh + kh, (wd - 1) * sw + kw), dtype=dout.dtype)
+    dfull[:, :, ph : dfull.shape[2] - ph, pw : dfull.shape[3] - pw] = dout
+    dx, dw = xp.zeros_like(x), xp.zeros_like(w)
+    for b_i in range(n):
+        for c in range(c_in):
+            for y in range(h):
+                for z in range(wd):
+                    patch = dfull[b_i, :, y * sh : y * sh + kh, z * sw : z * sw + kw]
+                    dx[b_i, c, y, z] = (patch * w[c]).sum()
+                    dw[c] += x[b_i, c, y, z] * patch
+    db = None if b is None else dout.sum(axis=(0, 2, 3))
+    return dx, dw, db
+
+
 def conv_transpose2d_forward(x, w, b, stride=1, padding=0):
     """Transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
 
@@ -138,54 +188,6 @@ def conv_transpose2d_backward(dout, cache: ConvTranspose2dCache, input_grad: boo
         x_mat = x[n0:n1].reshape(n1 - n0, c_in, h * wd).transpose(1, 0, 2).reshape(c_in, -1)
         dw_t += d_cols @ x_mat.T  # (C_out*KH*KW, L) @ (L, C_in)
     return dx, xp.ascontiguousarray(dw_t.T).reshape(w.shape), db
-
-
-def conv_transpose2d_naive(x, w, b, stride=1, padding=0):
-    """Loop version of ``conv_transpose2d_forward`` (reference for tests).
-
-    Each input pixel adds ``x[n, c] * w[c]`` onto its KH x KW patch of the uncropped
-    output; the padding is cropped at the end.
-    """
-    xp = get_xp(x, w, b)
-    (sh, sw), (ph, pw) = as_pair(stride), as_pair(padding)
-    n, c_in, h, wd = x.shape
-    _, c_out, kh, kw = w.shape
-    full = xp.zeros((n, c_out, (h - 1) * sh + kh, (wd - 1) * sw + kw), dtype=x.dtype)
-    for b_i in range(n):
-        for c in range(c_in):
-            for y in range(h):
-                for z in range(wd):
-                    rows, cols = slice(y * sh, y * sh + kh), slice(z * sw, z * sw + kw)
-                    full[b_i, :, rows, cols] += x[b_i, c, y, z] * w[c]
-    out = full[:, :, ph : full.shape[2] - ph, pw : full.shape[3] - pw]
-    if b is not None:
-        out = out + b.reshape(1, c_out, 1, 1)
-    return out
-
-
-def conv_transpose2d_backward_naive(dout, x, w, b, stride=1, padding=0):
-    """Loop version of ``conv_transpose2d_backward`` (reference for tests).
-
-    Returns:
-        (dx, dw, db), ``db`` None when ``b`` is None.
-    """
-    xp = get_xp(dout, x, w)
-    (sh, sw), (ph, pw) = as_pair(stride), as_pair(padding)
-    n, c_in, h, wd = x.shape
-    _, _, kh, kw = w.shape
-    # The uncropped output's gradient: dout with the cropped rows/columns put back as 0.
-    dfull = xp.zeros((n, dout.shape[1], (h - 1) * sh + kh, (wd - 1) * sw + kw), dtype=dout.dtype)
-    dfull[:, :, ph : dfull.shape[2] - ph, pw : dfull.shape[3] - pw] = dout
-    dx, dw = xp.zeros_like(x), xp.zeros_like(w)
-    for b_i in range(n):
-        for c in range(c_in):
-            for y in range(h):
-                for z in range(wd):
-                    patch = dfull[b_i, :, y * sh : y * sh + kh, z * sw : z * sw + kw]
-                    dx[b_i, c, y, z] = (patch * w[c]).sum()
-                    dw[c] += x[b_i, c, y, z] * patch
-    db = None if b is None else dout.sum(axis=(0, 2, 3))
-    return dx, dw, db
 
 
 class ConvTranspose2d(Conv2d):

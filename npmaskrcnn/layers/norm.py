@@ -34,6 +34,26 @@ class GroupNormCache(NamedTuple):
     has_bias: bool  # whether to return dbias or None
 
 
+def group_norm_naive(x, weight, bias, num_groups: int, eps: float = 1e-5):
+    """Loop reference for ``group_norm_forward``: one (image, group) block at a time."""
+    xp = get_xp(x)
+    N, C = x.shape[:2]
+    cg = C // num_groups
+    out = xp.zeros_like(x)
+    for n in range(N):
+        for g in range(num_groups):
+            block = x[n, g * cg : (g + 1) * cg]
+            mean = block.sum() / block.size
+            var = ((block - mean) ** 2).sum() / block.size
+            out[n, g * cg : (g + 1) * cg] = (block - mean) / xp.sqrt(var + eps)
+    for c in range(C):
+        if weight is not None:
+            out[:, c] *= weight[c]
+        if bias is not None:
+            out[:, c] += bias[c]
+    return out
+
+
 def group_norm_forward(x, weight, bias, num_groups: int, eps: float = 1e-5):
     """Group normalisation, as ``torch.nn.functional.group_norm``.
 
@@ -101,26 +121,6 @@ def group_norm_backward(dout, cache: GroupNormCache):
         g - g.mean(axis=2, keepdims=True) - xhat_g * (g * xhat_g).mean(axis=2, keepdims=True)
     )
     return dx.reshape(dout.shape), dweight, dbias
-
-
-def group_norm_naive(x, weight, bias, num_groups: int, eps: float = 1e-5):
-    """Loop reference for ``group_norm_forward``: one (image, group) block at a time."""
-    xp = get_xp(x)
-    N, C = x.shape[:2]
-    cg = C // num_groups
-    out = xp.zeros_like(x)
-    for n in range(N):
-        for g in range(num_groups):
-            block = x[n, g * cg : (g + 1) * cg]
-            mean = block.sum() / block.size
-            var = ((block - mean) ** 2).sum() / block.size
-            out[n, g * cg : (g + 1) * cg] = (block - mean) / xp.sqrt(var + eps)
-    for c in range(C):
-        if weight is not None:
-            out[:, c] *= weight[c]
-        if bias is not None:
-            out[:, c] += bias[c]
-    return out
 
 
 class FrozenBatchNormCache(NamedTuple):

@@ -64,6 +64,51 @@ class MaxPool2dCache(NamedTuple):
     padding: tuple  # (ph, pw)
 
 
+def max_pool2d_naive(x, kernel_size, stride=None, padding=0):
+    """Loop reference for ``max_pool2d_forward`` (finite inputs); also returns the argmaxes.
+
+    Returns:
+        out: (N, C, Ho, Wo).
+        pos: (N, C, Ho, Wo, 2) int, the (row, col) in the *unpadded* input of the
+            first maximum of each window, scanning the window row by row.
+    """
+    xp = get_xp(x)
+    (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = _geometry(x.shape, kernel_size, stride, padding)
+    N, C, H, W = x.shape
+    out = xp.zeros((N, C, Ho, Wo), dtype=x.dtype)
+    pos = xp.zeros((N, C, Ho, Wo, 2), dtype=np.int64)
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    best, best_rc = -np.inf, None
+                    for a in range(kh):
+                        for b in range(kw):
+                            r, s = i * sh + a - ph, j * sw + b - pw
+                            if not (0 <= r < H and 0 <= s < W):
+                                continue  # a -inf padding cell never wins
+                            v = float(x[n, c, r, s])
+                            if best_rc is None or v > best:
+                                best, best_rc = v, (r, s)
+                    out[n, c, i, j] = best
+                    pos[n, c, i, j, 0], pos[n, c, i, j, 1] = best_rc
+    return out, pos
+
+
+def max_pool2d_backward_naive(dout, pos, x_shape):
+    """Loop reference for ``max_pool2d_backward``: dx[pos[n, c, i, j]] += dout[n, c, i, j]."""
+    xp = get_xp(dout)
+    N, C, Ho, Wo = dout.shape
+    dx = xp.zeros(x_shape, dtype=dout.dtype)
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    r, s = int(pos[n, c, i, j, 0]), int(pos[n, c, i, j, 1])
+                    dx[n, c, r, s] += dout[n, c, i, j]
+    return dx
+
+
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0, with_argmax=True):
     """Max over each k_h x k_w window, as ``torch.nn.functional.max_pool2d``.
 
@@ -167,51 +212,6 @@ def max_pool2d_backward(dout, cache: MaxPool2dCache):
                 dout * won
             )
     return dxpad[:, :, ph : ph + H, pw : pw + W]
-
-
-def max_pool2d_naive(x, kernel_size, stride=None, padding=0):
-    """Loop reference for ``max_pool2d_forward`` (finite inputs); also returns the argmaxes.
-
-    Returns:
-        out: (N, C, Ho, Wo).
-        pos: (N, C, Ho, Wo, 2) int, the (row, col) in the *unpadded* input of the
-            first maximum of each window, scanning the window row by row.
-    """
-    xp = get_xp(x)
-    (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = _geometry(x.shape, kernel_size, stride, padding)
-    N, C, H, W = x.shape
-    out = xp.zeros((N, C, Ho, Wo), dtype=x.dtype)
-    pos = xp.zeros((N, C, Ho, Wo, 2), dtype=np.int64)
-    for n in range(N):
-        for c in range(C):
-            for i in range(Ho):
-                for j in range(Wo):
-                    best, best_rc = -np.inf, None
-                    for a in range(kh):
-                        for b in range(kw):
-                            r, s = i * sh + a - ph, j * sw + b - pw
-                            if not (0 <= r < H and 0 <= s < W):
-                                continue  # a -inf padding cell never wins
-                            v = float(x[n, c, r, s])
-                            if best_rc is None or v > best:
-                                best, best_rc = v, (r, s)
-                    out[n, c, i, j] = best
-                    pos[n, c, i, j, 0], pos[n, c, i, j, 1] = best_rc
-    return out, pos
-
-
-def max_pool2d_backward_naive(dout, pos, x_shape):
-    """Loop reference for ``max_pool2d_backward``: dx[pos[n, c, i, j]] += dout[n, c, i, j]."""
-    xp = get_xp(dout)
-    N, C, Ho, Wo = dout.shape
-    dx = xp.zeros(x_shape, dtype=dout.dtype)
-    for n in range(N):
-        for c in range(C):
-            for i in range(Ho):
-                for j in range(Wo):
-                    r, s = int(pos[n, c, i, j, 0]), int(pos[n, c, i, j, 1])
-                    dx[n, c, r, s] += dout[n, c, i, j]
-    return dx
 
 
 class MaxPool2d(Module):

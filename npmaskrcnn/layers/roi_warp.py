@@ -52,6 +52,18 @@ def warp_boxes(rois, spatial_scale, dtype):
     return xp.concatenate([rois[:, :1].astype(dtype), q[:, :2], q[:, :2] + q[:, 2:]], axis=1)
 
 
+def roi_warp_naive(x, rois, output_size, spatial_scale=1.0, sampling_ratio=2,
+                   aggregation="max"):
+    """Loop version: ``roi_align_naive`` on the quantised boxes. Returns (out, cache)."""
+    boxes = warp_boxes(rois, spatial_scale, x.dtype)
+    return roi_align_naive(x, boxes, output_size, 1.0, sampling_ratio, True, aggregation)
+
+
+def roi_warp_naive_backward(dout, cache):
+    """Loop version of ``roi_warp_backward``: ``roi_align_naive_backward``."""
+    return roi_align_naive_backward(dout, cache)
+
+
 def roi_warp_forward(x, rois, output_size, spatial_scale=1.0, sampling_ratio=2,
                      aggregation="max"):
     """RoIWarp: RoIAlign's bilinear sampling on RoIPool's quantised RoI (see module doc).
@@ -79,15 +91,3 @@ def roi_warp_backward(dout, cache):
         dx (N, C, H, W).
     """
     return roi_align_backward(dout, cache)
-
-
-def roi_warp_naive(x, rois, output_size, spatial_scale=1.0, sampling_ratio=2,
-                   aggregation="max"):
-    """Loop version: ``roi_align_naive`` on the quantised boxes. Returns (out, cache)."""
-    boxes = warp_boxes(rois, spatial_scale, x.dtype)
-    return roi_align_naive(x, boxes, output_size, 1.0, sampling_ratio, True, aggregation)
-
-
-def roi_warp_naive_backward(dout, cache):
-    """Loop version of ``roi_warp_backward``: ``roi_align_naive_backward``."""
-    return roi_align_naive_backward(dout, cache)

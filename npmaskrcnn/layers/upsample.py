@@ -63,6 +63,32 @@ class UpsampleNearest2dCache(NamedTuple):
     factor_w: int | None  # same for columns
 
 
+def upsample_nearest2d_naive(x, scale_factor=None, size=None):
+    """Loop reference for the forward: out[n, c, i, j] = x[n, c, src_h[i], src_w[j]].
+
+    The source index is computed per pixel with NumPy float32 scalars (and PyTorch's
+    two CPU shortcuts), independently of ``source_index``'s vectorised form.
+    """
+    xp = get_xp(x)
+    N, C, H, W = x.shape
+    (Ho, Wo), (s_h, s_w) = interpolate_output_size("upsample_nearest2d", x.shape, size,
+                                                   scale_factor)
+
+    def src(dst, n_in, n_out, s):
+        if n_out == n_in:
+            return dst
+        if n_out == 2 * n_in:
+            return dst // 2
+        scale = np.float32(1.0 / s if s is not None else n_in / n_out)
+        return min(int(math.floor(np.float32(dst) * scale)), n_in - 1)
+
+    out = xp.zeros((N, C, Ho, Wo), dtype=x.dtype)
+    for i in range(Ho):
+        for j in range(Wo):
+            out[:, :, i, j] = x[:, :, src(i, H, Ho, s_h), src(j, W, Wo, s_w)]
+    return out
+
+
 def upsample_nearest2d_forward(x, scale_factor=None, size=None):
     """Nearest-neighbour resize: out[n, c, i, j] = x[n, c, src_h[i], src_w[j]].
 
@@ -124,32 +150,6 @@ def upsample_nearest2d_backward(dout, cache: UpsampleNearest2dCache):
     H, W = cache.x_shape[-2:]
     g = _sum_copies(dout, 2, cache.src_h, H, cache.factor_h)  # (N, C, Ho, Wo) -> (N, C, H, Wo)
     return _sum_copies(g, 3, cache.src_w, W, cache.factor_w)  # -> (N, C, H, W)
-
-
-def upsample_nearest2d_naive(x, scale_factor=None, size=None):
-    """Loop reference for the forward: out[n, c, i, j] = x[n, c, src_h[i], src_w[j]].
-
-    The source index is computed per pixel with NumPy float32 scalars (and PyTorch's
-    two CPU shortcuts), independently of ``source_index``'s vectorised form.
-    """
-    xp = get_xp(x)
-    N, C, H, W = x.shape
-    (Ho, Wo), (s_h, s_w) = interpolate_output_size("upsample_nearest2d", x.shape, size,
-                                                   scale_factor)
-
-    def src(dst, n_in, n_out, s):
-        if n_out == n_in:
-            return dst
-        if n_out == 2 * n_in:
-            return dst // 2
-        scale = np.float32(1.0 / s if s is not None else n_in / n_out)
-        return min(int(math.floor(np.float32(dst) * scale)), n_in - 1)
-
-    out = xp.zeros((N, C, Ho, Wo), dtype=x.dtype)
-    for i in range(Ho):
-        for j in range(Wo):
-            out[:, :, i, j] = x[:, :, src(i, H, Ho, s_h), src(j, W, Wo, s_w)]
-    return out
 
 
 class Upsample(Module):

@@ -100,6 +100,41 @@ class UpsampleBilinear2dCache(NamedTuple):
     cols: tuple  # (i0, i1, l0, l1) along W: (Wo,) each
 
 
+def upsample_bilinear2d_naive(x, size=None, scale_factor=None):
+    """Loop reference for the forward: one output pixel at a time.
+
+    The neighbours and weights of each pixel are computed with NumPy scalars of x's
+    dtype, independently of ``bilinear_source_index``'s vectorised form::
+
+        out[.., i, j] = (1-ly) ((1-lx) x[.., y0, x0] + lx x[.., y0, x1])
+                        + ly   ((1-lx) x[.., y1, x0] + lx x[.., y1, x1])
+    """
+    xp = get_xp(x)
+    N, C, H, W = x.shape
+    (Ho, Wo), (s_h, s_w) = interpolate_output_size("upsample_bilinear2d", x.shape, size,
+                                                   scale_factor)
+    t = np.dtype(x.dtype).type
+
+    def source(d, n_in, n_out, s):
+        if n_in == n_out:
+            return d, d, t(1), t(0)
+        scale = t(1.0 / s) if s is not None else t(n_in) / t(n_out)
+        pos = max(t(float(scale) * (d + 0.5) - 0.5), t(0))
+        i0 = min(math.floor(pos), n_in - 1)
+        lam = min(max(pos - t(i0), t(0)), t(1))
+        return i0, min(i0 + 1, n_in - 1), t(1) - lam, lam
+
+    out = xp.zeros((N, C, Ho, Wo), dtype=x.dtype)
+    for i in range(Ho):
+        y0, y1, hy, ly = source(i, H, Ho, s_h)
+        for j in range(Wo):
+            x0, x1, hx, lx = source(j, W, Wo, s_w)
+            top = x[:, :, y0, x0] * hx + x[:, :, y0, x1] * lx
+            bottom = x[:, :, y1, x0] * hx + x[:, :, y1, x1] * lx
+            out[:, :, i, j] = top * hy + bottom * ly
+    return out
+
+
 def upsample_bilinear2d_forward(x, size=None, scale_factor=None):
     """Bilinear resize of the last two axes, as ``F.interpolate(mode="bilinear",
     align_corners=False)`` (``recompute_scale_factor`` unset or False).
@@ -145,41 +180,6 @@ def upsample_bilinear2d_backward(dout, cache: UpsampleBilinear2dCache):
     a_w = interpolation_matrix(*cache.cols, W).astype(dout.dtype, copy=False)  # (Wo, W)
     g = xp.matmul(dout, a_w)  # (N, C, Ho, Wo) @ (Wo, W) -> (N, C, Ho, W)
     return xp.matmul(a_h.T, g)  # (H, Ho) @ (N, C, Ho, W) -> (N, C, H, W)
-
-
-def upsample_bilinear2d_naive(x, size=None, scale_factor=None):
-    """Loop reference for the forward: one output pixel at a time.
-
-    The neighbours and weights of each pixel are computed with NumPy scalars of x's
-    dtype, independently of ``bilinear_source_index``'s vectorised form::
-
-        out[.., i, j] = (1-ly) ((1-lx) x[.., y0, x0] + lx x[.., y0, x1])
-                        + ly   ((1-lx) x[.., y1, x0] + lx x[.., y1, x1])
-    """
-    xp = get_xp(x)
-    N, C, H, W = x.shape
-    (Ho, Wo), (s_h, s_w) = interpolate_output_size("upsample_bilinear2d", x.shape, size,
-                                                   scale_factor)
-    t = np.dtype(x.dtype).type
-
-    def source(d, n_in, n_out, s):
-        if n_in == n_out:
-            return d, d, t(1), t(0)
-        scale = t(1.0 / s) if s is not None else t(n_in) / t(n_out)
-        pos = max(t(float(scale) * (d + 0.5) - 0.5), t(0))
-        i0 = min(math.floor(pos), n_in - 1)
-        lam = min(max(pos - t(i0), t(0)), t(1))
-        return i0, min(i0 + 1, n_in - 1), t(1) - lam, lam
-
-    out = xp.zeros((N, C, Ho, Wo), dtype=x.dtype)
-    for i in range(Ho):
-        y0, y1, hy, ly = source(i, H, Ho, s_h)
-        for j in range(Wo):
-            x0, x1, hx, lx = source(j, W, Wo, s_w)
-            top = x[:, :, y0, x0] * hx + x[:, :, y0, x1] * lx
-            bottom = x[:, :, y1, x0] * hx + x[:, :, y1, x1] * lx
-            out[:, :, i, j] = top * hy + bottom * ly
-    return out
 
 
 class UpsampleBilinear2d(Module):
