@@ -7,7 +7,7 @@
 On a GPU, a step of small kernels is bound by how many kernels it launches (a few
 microseconds each) and by how often the host waits for the device (a sync drains the
 queue). Both are counted on ``cpupy``, the strict CPU stand-in for CuPy
-(``npmaskrcnn/cpupy.py``): deterministic, and runnable on any machine. ``ops`` ~ kernel
+(``npmaskrcnn/cpupy/``): deterministic, and runnable on any machine. ``ops`` ~ kernel
 launches, ``syncs`` = reads of device data by the host, ``h2d`` = host-to-device copies.
 Where CuPy sees a GPU, every case is also timed on it (first call apart: it includes
 CuPy's kernel compilation) beside torchvision on CUDA on the same GPU.
