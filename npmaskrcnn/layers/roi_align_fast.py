@@ -182,11 +182,49 @@ def roi_align_backward(dout, cache: RoIAlignCache):
 
 
 class LevelsCache(NamedTuple):
-    """What ``roi_align_levels_backward`` needs."""
+    """What ``roi_align_levels_backward`` (or ``unpool_levels``) needs."""
 
     shapes: list  # the (N, C, H_l, W_l) of every level
     dtype: Any  # the features' dtype
-    caches: list  # CPU: per level (RoI indices, RoIAlignCache) or None; GPU: [GatherCache]
+    caches: list  # per level (RoI indices, the op's cache) or None; GPU RoIAlign: [GatherCache]
+
+
+def pool_levels(features, rois, levels, pool):
+    """Pool each RoI from its own level, one level at a time: ``pool(feature, rois, l)``
+    -> ``(pooled (R_l, C, PH, PW), cache)`` runs on the RoIs of level l only.
+
+    Returns:
+        out (R, C, PH, PW) in the order of ``rois``, and a ``LevelsCache`` holding each
+        level's RoI indices and cache (None for a level no RoI uses).
+    """
+    xp = get_xp(rois, *features)
+    shapes = [tuple(f.shape) for f in features]
+    out, caches = None, []
+    for level, feature in enumerate(features):
+        idx = xp.nonzero(levels == level)[0]  # (R_l,) the RoIs of this level
+        if idx.shape[0] == 0:
+            caches.append(None)
+            continue
+        pooled, cache = pool(feature, rois[idx], level)
+        if out is None:
+            out = xp.zeros((rois.shape[0],) + pooled.shape[1:], dtype=pooled.dtype)
+        out[idx] = pooled
+        caches.append((idx, cache))
+    return out, LevelsCache(shapes, features[0].dtype, caches)
+
+
+def unpool_levels(dout, cache: LevelsCache, unpool):
+    """The gradient of ``pool_levels``: ``unpool(dout[idx], level_cache)`` for each level's
+    RoIs, zeros for a level no RoI used. Returns one (N, C, H_l, W_l) array per level."""
+    xp = get_xp(dout)
+    dfeatures = []
+    for shape, entry in zip(cache.shapes, cache.caches):
+        if entry is None:
+            dfeatures.append(xp.zeros(shape, dtype=cache.dtype))
+        else:
+            idx, level_cache = entry
+            dfeatures.append(unpool(dout[idx], level_cache))
+    return dfeatures
 
 
 def roi_align_levels_forward(features, rois, levels, scales, output_size, sampling_ratio=-1,
@@ -219,17 +257,12 @@ def roi_align_levels_forward(features, rois, levels, scales, output_size, sampli
                                    ys, grid_h, xs, grid_w, aggregation,
                                    fixed=sampling_ratio > 0)
         return out, LevelsCache(shapes, dtype, [plan])
-    out = xp.zeros((rois.shape[0], shapes[0][1], PH, PW), dtype=dtype)
-    caches = []
-    for level, (feature, scale) in enumerate(zip(features, scales)):
-        idx = xp.nonzero(levels == level)[0]  # (R_l,) the RoIs of this level
-        if idx.shape[0] == 0:
-            caches.append(None)
-            continue
-        out[idx], cache = roi_align_forward(feature, rois[idx], output_size, scale,
-                                            sampling_ratio, aligned, aggregation)
-        caches.append((idx, cache))
-    return out, LevelsCache(shapes, dtype, caches)
+    out, cache = pool_levels(features, rois, levels, lambda feature, level_rois, level:
+                             roi_align_forward(feature, level_rois, output_size, scales[level],
+                                               sampling_ratio, aligned, aggregation))
+    if out is None:  # no RoIs at all
+        out = xp.zeros((rois.shape[0], shapes[0][1], PH, PW), dtype=dtype)
+    return out, cache
 
 
 def pyramid_table(features):
@@ -259,11 +292,4 @@ def roi_align_levels_backward(dout, cache: LevelsCache):
             dfeatures.append(xp.ascontiguousarray(block.transpose(0, 3, 1, 2)))
             start += n * h * w
         return dfeatures
-    dfeatures = []
-    for shape, entry in zip(cache.shapes, cache.caches):
-        if entry is None:
-            dfeatures.append(xp.zeros(shape, dtype=cache.dtype))
-        else:
-            idx, level_cache = entry
-            dfeatures.append(roi_align_backward(dout[idx], level_cache))
-    return dfeatures
+    return unpool_levels(dout, cache, roi_align_backward)

@@ -18,13 +18,13 @@ pooling op for the paper's ablation (torchvision only has RoIAlign, aligned=Fals
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 
 from ..backend import get_xp
 from ..layers.module import Module
 from ..layers.roi_align import roi_align_levels_backward, roi_align_levels_forward
+from ..layers.roi_align_fast import pool_levels, unpool_levels
 from ..layers.roi_pool import roi_pool_backward, roi_pool_forward
 from ..layers.roi_warp import roi_warp_backward, roi_warp_forward
 from ..layers.sizes import as_pair
@@ -52,14 +52,6 @@ def level_mapper(boxes, k_min: int, k_max: int, canonical_scale: float = 224,
     area = xp.maximum(area, t(np.finfo(boxes.dtype).tiny))  # empty/malformed boxes -> k_min
     k = xp.floor(t(canonical_level) + xp.log2(xp.sqrt(area) / t(canonical_scale)) + t(eps))
     return xp.clip(k, k_min, k_max).astype(np.int64)
-
-
-class PoolerCache(NamedTuple):
-    """What ``MultiScaleRoIPooler.backward`` needs."""
-
-    shapes: list  # the (N, C, H_l, W_l) of every level
-    dtype: object  # the features' dtype
-    levels: list  # per level: (RoI indices (R_l,), the op's cache), or None if unused
 
 
 class MultiScaleRoIPooler(Module):
@@ -131,19 +123,14 @@ class MultiScaleRoIPooler(Module):
                                                   self.aligned, self.aggregation)
             self.push(cache)
             return out
-        xp = get_xp(rois, *features)
-        PH, PW = as_pair(self.output_size)
-        out = xp.zeros((rois.shape[0], features[0].shape[1], PH, PW), dtype=features[0].dtype)
-        caches = []
-        for level, (feature, scale) in enumerate(zip(features, self.scales)):
-            idx = xp.nonzero(levels == level)[0]  # (R_l,) the RoIs of this level
-            if idx.shape[0] == 0:
-                caches.append(None)
-                continue
-            pooled, cache = self._pool(feature, rois[idx], scale)  # (R_l, C, PH, PW)
-            out[idx] = pooled
-            caches.append((idx, cache))
-        self.push(PoolerCache([f.shape for f in features], features[0].dtype, caches))
+        out, cache = pool_levels(features, rois, levels, lambda feature, level_rois, level:
+                                 self._pool(feature, level_rois, self.scales[level]))
+        if out is None:  # no RoIs at all
+            xp = get_xp(rois, *features)
+            PH, PW = as_pair(self.output_size)
+            out = xp.zeros((rois.shape[0], features[0].shape[1], PH, PW),
+                           dtype=features[0].dtype)
+        self.push(cache)
         return out
 
     def backward(self, dout):
@@ -156,12 +143,4 @@ class MultiScaleRoIPooler(Module):
         cache = self.pop()
         if self.op == "align":
             return roi_align_levels_backward(dout, cache)
-        xp = get_xp(dout)
-        dfeatures = []
-        for shape, entry in zip(cache.shapes, cache.levels):
-            if entry is None:
-                dfeatures.append(xp.zeros(shape, dtype=cache.dtype))
-            else:
-                idx, op_cache = entry
-                dfeatures.append(self._unpool(dout[idx], op_cache))
-        return dfeatures
+        return unpool_levels(dout, cache, self._unpool)
