@@ -324,6 +324,8 @@ def import_weights(src, out, cfg: MaskRCNNConfig | None = None) -> WeightsReport
     wf, layout, mapped, skipped, report = _prepare(src, backbone_only=False)
     if cfg is None and "model_config" in wf.meta:
         cfg = MaskRCNNConfig.from_dict(wf.meta["model_config"])
+    if cfg is None and layout.refuse:
+        cfg = r50_fpn()  # only to name the keys that do not fit before refusing
     if cfg is None:
         try:
             cfg = infer_config(layout, mapped)
@@ -339,6 +341,9 @@ def import_weights(src, out, cfg: MaskRCNNConfig | None = None) -> WeightsReport
                         "container": wf.container, "scope": report.scope}}
     if report.scope == "model":
         meta["model_config"] = cfg.to_dict()
+        # one of our checkpoints keeps its classes (its labels are not COCO category ids)
+        meta.update({k: wf.meta[k] for k in ("class_names", "contiguous_to_cat_id")
+                     if k in wf.meta})
     else:
         report.notes.append(f"a ResNet-{cfg.backbone.depth} backbone: load it with "
                             "load_pretrained into a model whose cfg.backbone.norm is "
