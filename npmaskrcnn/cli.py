@@ -5,6 +5,7 @@
     npmaskrcnn train        [--ann --images]   train (default: fresh shapes data, shapes preset)
     npmaskrcnn eval         CHECKPOINT ...     COCOeval bbox + segm on a COCO dataset
     npmaskrcnn predict      CHECKPOINT IMAGES  PNGs with masks drawn + detections JSON
+    npmaskrcnn import-weights SRC OUT.npz    torchvision weights -> our weights file
     npmaskrcnn ablate       [--quick|--full]   the RoIAlign vs RoIPool ablation (Table 2)
 
 Expected failures -- a bad data file or record, a bad checkpoint, a missing file, a refused
@@ -31,6 +32,7 @@ from .data.images import ImageError
 from .data.shapes import DEFAULT_CLASSES, SHAPE_CLASSES
 from .engine.checkpoint import CheckpointError
 from .engine.trainer import TrainingDiverged
+from .engine.weight_files import WeightsError
 
 __all__ = ["build_parser", "main", "load_model", "CommandError"]
 
@@ -41,6 +43,7 @@ commands:
   train [--ann A --images DIR]    train (default: generated shapes, the shapes preset)
   eval CHECKPOINT --ann --images  COCO box and mask AP of a checkpoint
   predict CHECKPOINT IMAGE ...    drawings with the predicted masks + detections.json
+  import-weights SRC OUT.npz      a torchvision weights file as ours (checked, reported)
   ablate [--quick | --full]       the RoIAlign vs RoIPool ablation (paper Table 2)
 
 'npmaskrcnn COMMAND --help' lists a command's options; train, eval and predict take
@@ -209,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int_at_least(0), default=0,
                    help="seed of the generated data, the initial weights and the batch order")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
+    p.add_argument("--weights", metavar="FILE",
+                   help="initialise from a weights file (import-weights' .npz, a torchvision "
+                   ".pth or .safetensors): a whole model, or an ImageNet ResNet backbone; "
+                   "class-specific layers of another number of classes stay fresh")
+    p.add_argument("--backbone-only", action="store_true",
+                   help="with --weights: take only the ResNet backbone from the file")
 
     p = command("eval", "COCOeval a checkpoint on a COCO-format dataset",
                 "Predict every image of --ann and score the detections with pycocotools' "
@@ -237,6 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smallest score drawn and listed")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the files of an earlier prediction in --out")
+
+    p = command("import-weights", "convert a torchvision weights file into ours",
+                "Read a torchvision checkpoint -- maskrcnn_resnet50_fpn or "
+                "keypointrcnn_resnet50_fpn (a whole model), or an ImageNet resnet (a backbone) "
+                "-- as .pth (needs torch; read with weights_only=True), .safetensors or .npz, "
+                "check every array against our model by name and shape, and write OUT (.npz). "
+                "Prints what was mapped and what was skipped; refuses, naming the key, "
+                "anything it cannot place, and then writes nothing.")
+    p.add_argument("src", metavar="SRC", help="weights file to read")
+    p.add_argument("out", metavar="OUT.npz", help="our weights file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.npz if it exists")
     parser.command_parsers = sub.choices
     return parser
 
@@ -250,6 +270,8 @@ def check_args(parser, a) -> None:
                     if getattr(a, name[2:].replace("-", "_"))]
             if len(have) == 1:
                 sub.error(f"{have[0]} needs {second if have[0] == first else first}")
+        if a.backbone_only and not a.weights:
+            sub.error("--backbone-only needs --weights")
         for option in ("--num-train", "--num-val"):
             if a.ann and given(a.argv, option):
                 sub.error(f"{option} is for generated shapes; with --ann it would be ignored")
@@ -266,12 +288,13 @@ def _run(module: str, function: str):
 COMMANDS = {"make-shapes": _run("datasets", "make_shapes"),
             "coco-subset": _run("datasets", "coco_subset"),
             "train": _run("train", "train"), "eval": _run("evaluate", "evaluate_checkpoint"),
-            "predict": _run("predict", "predict")}
+            "predict": _run("predict", "predict"),
+            "import-weights": _run("weights", "import_weights")}
 
 
 # ---------------------------------------------------------------------------- error path
 EXPECTED = (CommandError, DatasetError, ImageError, CheckpointError, TrainingDiverged,
-            B.BackendError, OSError, MemoryError)
+            WeightsError, B.BackendError, OSError, MemoryError)
 
 
 def is_expected(err: BaseException) -> bool:

@@ -10,7 +10,7 @@ import pytest
 from npmaskrcnn.cli import build_parser, main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-COMMANDS = ("make-shapes", "coco-subset", "train", "eval", "predict")
+COMMANDS = ("make-shapes", "coco-subset", "train", "eval", "predict", "import-weights")
 TINY = ["--preset", "tiny", "--image-size", "64", "--warmup", "1"]
 
 
@@ -158,3 +158,42 @@ def test_make_shapes_and_coco_subset_by_name_and_id(tmp_path, capsys):
     sub = json.loads((tmp_path / "sub.json").read_text())
     assert [c["name"] for c in sub["categories"]] == ["square", "circle"]
     assert len(sub["images"]) <= 2
+
+
+def test_import_weights_and_train_from_them(tmp_path, capsys):
+    """import-weights prints its report; train --weights starts from the file, names the
+    class-specific layers it leaves fresh (another number of classes) and keeps the report
+    in the checkpoint; the imported whole model is a checkpoint for predict and eval."""
+    from npmaskrcnn.engine.checkpoint import read_meta
+
+    run = tmp_path / "run"
+    assert _main("train", *TINY, "--iters", "1", "--num-train", "2", "--num-val", "1",
+                 "--out", run, "--no-eval") == 0
+    capsys.readouterr()
+    assert _main("import-weights", run / "checkpoint.npz", tmp_path / "w.npz") == 0
+    out = capsys.readouterr().out
+    assert "the whole model" in out and f"wrote {tmp_path / 'w.npz'}" in out
+    # two of the four shape classes: cls_score, bbox_pred and mask_fcn_logits stay fresh
+    ann = run / "data" / "annotations" / "instances_train.json"
+    assert _main("coco-subset", ann, tmp_path / "two.json", "--categories", "square",
+                 "circle", "--keep-empty") == 0
+    assert _main("train", *TINY, "--iters", "1", "--ann", tmp_path / "two.json", "--images",
+                 run / "data" / "train", "--out", tmp_path / "ft", "--weights",
+                 tmp_path / "w.npz") == 0
+    out = capsys.readouterr().out
+    assert "initialised from --weights:" in out and "file 5 classes, model 3" in out
+    meta = read_meta(str(tmp_path / "ft" / "checkpoint.npz"))
+    fresh = [name for names in meta["initialised_from"]["fresh"].values() for name in names]
+    assert sorted(n.rsplit(".", 1)[0] for n in fresh) == [
+        "roi_heads.box_predictor.bbox_pred"] * 2 + ["roi_heads.box_predictor.cls_score"] * 2 + [
+        "roi_heads.mask_predictor.mask_fcn_logits"] * 2
+    assert meta["options"]["weights"] == str(tmp_path / "w.npz")
+    # an imported file of one of our checkpoints keeps its classes
+    assert read_meta(str(tmp_path / "w.npz"))["class_names"][1:] == [
+        "square", "circle", "triangle", "ring"]
+    image = next((run / "data" / "val").iterdir())
+    assert _main("predict", tmp_path / "w.npz", image, "--out", tmp_path / "p",
+                 "--score-thresh", "0") == 0
+    assert _main("eval", tmp_path / "w.npz", "--ann",
+                 run / "data" / "annotations" / "instances_val.json", "--images",
+                 run / "data" / "val") == 0

@@ -54,6 +54,10 @@ class World:
         return self.run / "checkpoint.npz"
 
     @property
+    def imported(self) -> Path:  # the run's checkpoint as import-weights writes it
+        return self.root / "imported.npz"
+
+    @property
     def ann(self) -> Path:  # a valid 2-image COCO file of generated shapes
         return shapes_paths(self.root / "coco", "train")[0]
 
@@ -92,6 +96,8 @@ def root(tmp_path_factory):
     code = main(["train", *TINY, "--iters", "2", "--num-train", "2", "--num-val", "1",
                  "--no-eval", "--out", str(root / "run")])
     assert code == 0
+    assert main(["import-weights", str(root / "run" / "checkpoint.npz"),
+                 str(root / "imported.npz")]) == 0
     return root
 
 
@@ -258,10 +264,69 @@ CASES = [
      ["o.json: already exists; not replaced"]),
     ("image size too small for the model", lambda w: _fresh_run(w, "--image-size", "16"), 1,
      ["--image-size 16", "24-px images", "at least 32"]),
+    # ---- weights files (issue 14) ------------------------------------------------------
+    ("backbone-only without weights", lambda w: ["train", "--backbone-only"], 2,
+     ["--backbone-only needs --weights"]),
+    ("import a truncated file", lambda w: ["import-weights", w.file(
+        "w.npz", w.imported.read_bytes()[:400]), w.tmp / "out.npz"], 1,
+     ["w.npz", "truncated"]),
+    ("import another architecture", lambda w: ["import-weights", _weights(w, {
+        "rpn.head.conv.1.0.weight": np.zeros(1, np.float32),
+        "roi_heads.box_head.0.0.weight": np.zeros(1, np.float32)}), w.tmp / "out.npz"], 1,
+     ["v2.npz", "maskrcnn_resnet50_fpn_v2", "nothing loaded"]),
+    ("import an unknown layout", lambda w: ["import-weights", _weights(w, {
+        "encoder.weight": np.zeros(1, np.float32)}), w.tmp / "out.npz"], 1,
+     ["v2.npz: encoder.weight", "not a layout npmaskrcnn knows"]),
+    ("import a file missing a key", lambda w: ["import-weights", _changed_weights(
+        w, lambda a: a.pop("model/roi_heads.box_head.fc7.bias")), w.tmp / "out.npz"], 1,
+     ["changed.npz: roi_heads.box_head.fc7.bias", "missing from the file"]),
+    ("import a shape mismatch", lambda w: ["import-weights", _changed_weights(
+        w, lambda a: a.update({"model/roi_heads.box_head.fc7.bias": np.zeros(3, np.float32)})),
+        w.tmp / "out.npz"], 1,
+     ["changed.npz: roi_heads.box_head.fc7.bias", "shape mismatch", "(3,)", "(32,)"]),
+    ("import over an existing file", lambda w: ["import-weights", w.imported,
+                                                w.file("out.npz", b"mine")], 1,
+     ["out.npz: already exists; not replaced", "--overwrite"]),
+    ("import a missing file", lambda w: ["import-weights", w.tmp / "none.pth",
+                                         w.tmp / "out.npz"], 1, ["none.pth: no such"]),
+    ("train from a truncated weights file", lambda w: _fresh_run(
+        w, "--weights", w.file("w.npz", w.imported.read_bytes()[:400])), 1,
+     ["w.npz", "truncated"]),
+    ("train from the weights of another model", lambda w: _fresh_run(
+        w, "--weights", w.imported, "--preset", "shapes"), 1,
+     ["imported.npz: backbone.body.conv1.weight", "shape mismatch", "(4, 3, 7, 7)",
+      "(16, 3, 7, 7)"]),
+    ("predict with a backbone-only file", lambda w: ["predict", _backbone_file(w),
+                                                     w.images / "000001.png"], 1,
+     ["backbone.npz", "holds a backbone only", "train --weights"]),
     ("nan loss before the first checkpoint", lambda w: _fresh_run(
         w, "--lr", "1e30", "--clip-grad-norm", "0", "--warmup", "0", "--iters", "3"), 1,
      ["loss is nan", "No checkpoint was written yet", "start again with --overwrite"]),
 ]
+
+
+def _weights(w, arrays, name="v2.npz"):
+    path = w.tmp / name
+    np.savez(path, **arrays)
+    return path
+
+
+def _changed_weights(w, change):
+    """A copy of the imported tiny model's file, changed by ``change(arrays)``."""
+    with np.load(w.imported) as z:
+        arrays = {k: z[k] for k in z.files}
+    change(arrays)
+    return _weights(w, arrays, "changed.npz")
+
+
+def _backbone_file(w):
+    """An imported backbone (as import-weights writes one from an ImageNet ResNet)."""
+    with np.load(w.imported) as z:
+        arrays = {k: z[k] for k in z.files if k.startswith("model/backbone.body.")}
+    meta = {"weights": {"source": "resnet.pth", "kind": "ResNet classifier",
+                        "container": "torch .pth", "scope": "backbone"}}
+    arrays["meta"] = np.array(json.dumps(meta))
+    return _weights(w, arrays, "backbone.npz")
 
 
 def _float_tiff(w, top):
@@ -307,7 +372,7 @@ def test_expected_failures_are_one_clear_line(case, world, capsys):
     after = err.splitlines()[err.splitlines().index(errors[0]) + 1:]
     assert len(after) <= 1, err  # at most one line of what to do
     command = argv[0] if argv[0] in ("train", "eval", "predict", "make-shapes",
-                                     "coco-subset") else ""
+                                     "coco-subset", "import-weights") else ""
     assert errors[0].startswith(f"npmaskrcnn {command}: error: ".replace("  ", " ")) or \
         errors[0].startswith("npmaskrcnn: error: ")
     for word in words:
@@ -316,6 +381,7 @@ def test_expected_failures_are_one_clear_line(case, world, capsys):
         # refused before writing anything: every file of the case is as it was
         now = {**_snapshot(world.tmp), **_snapshot(world.root)}
         assert {k: v for k, v in now.items() if k in before} == before, name
+        assert sorted(set(now) - set(before)) == [], name  # and nothing new was written
 
 
 def test_a_refused_run_directory_keeps_its_checkpoint_and_log(world, capsys):

@@ -30,13 +30,22 @@ def given(argv, option: str) -> bool:
 def load_model(checkpoint: str, backend=None):
     """A ``MaskRCNN`` rebuilt from a checkpoint's config and weights, and its meta.
 
+    A whole model imported by ``import-weights`` is a checkpoint too (its meta has
+    ``weights`` and ``model_config``, no ``class_names``: see :func:`labels_are_category_ids`).
+
     Raises:
-        CheckpointError: an unreadable checkpoint, or a config this version cannot build.
+        CheckpointError: an unreadable checkpoint, a config this version cannot build, or
+            an imported backbone (no model to predict with).
     """
     from ..engine.checkpoint import load_checkpoint, read_meta
     from ..model.mask_rcnn import MaskRCNN
 
     meta = read_meta(checkpoint)
+    imported = meta.get("weights")
+    if isinstance(imported, dict) and imported.get("scope") == "backbone":
+        raise CheckpointError(f"{checkpoint}: holds a backbone only ({imported.get('kind')}), "
+                              "not a whole model: it cannot predict. Train from it with "
+                              f"npmaskrcnn train --weights {checkpoint}")
     try:
         cfg = MaskRCNNConfig.from_dict(meta["model_config"])
     except (KeyError, TypeError, ValueError) as err:
@@ -45,6 +54,13 @@ def load_model(checkpoint: str, backend=None):
     model = MaskRCNN(cfg, backend=backend)
     load_checkpoint(checkpoint, model)
     return model.eval(), meta
+
+
+def labels_are_category_ids(meta: dict) -> bool:
+    """True for a model imported whole from torchvision (``import-weights``): it was trained
+    by others with COCO category ids as its labels (91 "classes", 1 = person), so its labels
+    map to a COCO file's categories by identity, not through a dataset's contiguous ids."""
+    return isinstance(meta.get("weights"), dict) and not meta.get("class_names")
 
 
 def plural(n: int, word: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import CommandError, load_model, plural, refuse_file
+from .common import CommandError, labels_are_category_ids, load_model, plural, refuse_file
 
 
 def evaluate_checkpoint(a):
@@ -18,13 +18,21 @@ def evaluate_checkpoint(a):
                            f"but {a.ann} has {dataset.class_names[1:]}",
                            hint="evaluate on data with the checkpoint's classes (coco-subset "
                            "--categories makes such a file)")
-    if model.cfg.num_classes != dataset.num_classes:
+    by_id = labels_are_category_ids(meta)
+    if by_id:  # an imported torchvision model: its labels are COCO category ids
+        beyond = [c for c in dataset.cat_ids if c >= model.cfg.num_classes]
+        if beyond:
+            raise CommandError(f"{a.checkpoint}: an imported model whose labels are category "
+                               f"ids 1..{model.cfg.num_classes - 1}, but {a.ann} has category "
+                               f"id {beyond[0]}")
+    elif model.cfg.num_classes != dataset.num_classes:
         raise CommandError(f"{a.checkpoint}: a model of {model.cfg.num_classes - 1} classes, but "
                            f"{a.ann} has {dataset.num_classes - 1}")
     if not dataset.coco.dataset["annotations"]:
         raise CommandError(f"{a.ann}: no annotations to evaluate against (no 'annotations' "
                            "list, or an empty one)")
-    metrics = evaluate(model, dataset, out_dir=out, per_category=a.per_category, verbose=False)
+    metrics = evaluate(model, dataset, out_dir=out, per_category=a.per_category, verbose=False,
+                       labels_are_category_ids=by_id)
     print(format_summary(metrics, percent=True))
     if out is not None:
         print(f"wrote {out / 'metrics.json'} and {out / 'detections.json'}")

@@ -21,11 +21,12 @@ from pathlib import Path
 
 from .. import backend as B
 from ..config import PRESETS
+from ..data.shapes import DEFAULT_CLASSES
 from .common import MIN_INPUT_SIZE, CommandError, command_line, elapsed, plural, refuse_file
 
 # options that are not the run's: they come from the command line of each invocation
 NOT_INHERITED = ("resume", "overwrite", "debug", "backend", "out", "command", "argv")
-PATH_OPTIONS = ("ann", "images", "val_ann", "val_images")
+PATH_OPTIONS = ("ann", "images", "val_ann", "val_images", "weights")
 
 
 def run_options(a) -> dict:
@@ -138,6 +139,17 @@ def train(a) -> None:
             raise CommandError(f"{a.ann}: no image with an annotation to train on "
                                f"({plural(len(train_set.images), 'image')}, "
                                f"{plural(train_set.num_annotations, 'annotation')} in the file)")
+        num_classes = train_set.num_classes
+    else:
+        num_classes = len(DEFAULT_CLASSES) + 1  # known before the data is generated
+    cfg = PRESETS[a.preset](num_classes=num_classes)
+    if size:
+        cfg.transform.min_size = cfg.transform.max_size = size
+    cfg.seed = a.seed
+    model = MaskRCNN(cfg, backend=a.backend)
+    # --weights is checked against the model before any data is generated
+    initialised = _load_weights(a, model) if a.weights and meta is None else None
+    if a.ann:
         val_ann, val_images = a.val_ann, a.val_images
     else:
         train_set, val_ann, val_images = _shapes_data(a, out, a.image_size or 128)
@@ -148,11 +160,6 @@ def train(a) -> None:
         if val_set.class_names != train_set.class_names:
             raise CommandError(f"{val_ann}: has the classes {val_set.class_names[1:]}, but the "
                                f"training data has {train_set.class_names[1:]}")
-    cfg = PRESETS[a.preset](num_classes=train_set.num_classes)
-    if size:
-        cfg.transform.min_size = cfg.transform.max_size = size
-    cfg.seed = a.seed
-    model = MaskRCNN(cfg, backend=a.backend)
     steps = tuple(a.steps) if a.steps is not None else (int(0.8 * a.iters), int(0.93 * a.iters))
     tcfg = TrainConfig(iters=a.iters, batch_size=a.batch_size, lr=a.lr, warmup_iters=a.warmup,
                        steps=steps, checkpoint_every=a.checkpoint_every, seed=a.seed,
@@ -165,6 +172,10 @@ def train(a) -> None:
                                   "contiguous_to_cat_id": {str(k): v for k, v in
                                                            train_set.contiguous_to_cat_id.items()},
                                   "command": command, "options": run_options(a)})
+    if initialised is not None:
+        trainer.extra_meta["initialised_from"] = initialised
+    elif meta is not None and meta.get("initialised_from"):
+        trainer.extra_meta["initialised_from"] = meta["initialised_from"]
     start = 0
     if meta is not None:
         from ..engine.checkpoint import CheckpointMismatch
@@ -207,6 +218,20 @@ def train(a) -> None:
     print(format_summary(metrics, percent=True))
     _save_examples(model, val_set, out / "examples", n=6)
     print(f"result: {result_line(metrics)} on {plural(len(val_set), 'image')} of {val_ann}")
+
+
+def _load_weights(a, model) -> dict:
+    """``--weights``: initialise the model from the file, print the report (what was placed,
+    skipped and left fresh: the class-specific layers of another number of classes) and
+    return it for the checkpoints' meta."""
+    from ..engine.weights import load_pretrained
+
+    report = load_pretrained(model, a.weights, backbone_only=a.backbone_only)
+    print("\n".join(["initialised from --weights:", *report.lines()]))
+    summary = report.as_dict()  # counts per reason; the layers left fresh by name
+    summary["fresh"] = {reason: names if len(names) <= 12 else len(names)
+                        for reason, names in report.fresh.items()}
+    return summary
 
 
 def _save_examples(model, dataset, out_dir: Path, n: int = 6, score_thresh: float = 0.5):

@@ -216,7 +216,7 @@ def coco_evaluate(coco_gt: COCO, results, iou_types=IOU_TYPES, per_category=Fals
 
 
 def evaluate(model, dataset, out_dir=None, batch_size=1, per_category=False, progress=True,
-             verbose=None):
+             verbose=None, labels_are_category_ids=False):
     """Predict every image of a COCO dataset and score the detections with ``COCOeval``.
 
     Args:
@@ -232,6 +232,9 @@ def evaluate(model, dataset, out_dir=None, batch_size=1, per_category=False, pro
         per_category: add per-category AP tables (see :func:`coco_evaluate`).
         progress: show progress (a bar on a terminal, a few plain lines otherwise).
         verbose: print COCO's own 12-line summary per IoU type (default: as ``progress``).
+        labels_are_category_ids: the model's labels already are COCO category ids (a model
+            imported whole from torchvision, trained on COCO's 91 ids): mapped by identity,
+            not through ``dataset.contiguous_to_cat_id``.
     Returns:
         The metrics dict of :func:`coco_evaluate`.
     """
@@ -244,7 +247,8 @@ def evaluate(model, dataset, out_dir=None, batch_size=1, per_category=False, pro
                for i, (_, target) in zip(indices, items)]
         predictions = model.predict([to_backend(image) for image, _ in items])
         has_masks = has_masks or any("masks" in p for p in predictions)
-        results.extend(predictions_to_coco(predictions, ids, dataset.contiguous_to_cat_id))
+        results.extend(predictions_to_coco(
+            predictions, ids, None if labels_are_category_ids else dataset.contiguous_to_cat_id))
         image_ids.extend(ids)
         bar.update(len(items))
     bar.close()

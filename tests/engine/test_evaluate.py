@@ -282,6 +282,21 @@ def test_evaluate_writes_detections_and_metrics(tiny, tmp_path):
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == metrics
 
 
+def test_labels_that_are_category_ids_map_by_identity(tiny):
+    """A model imported whole from torchvision labels with COCO category ids (3 and 7 here):
+    mapped through the dataset's contiguous ids they would be wrong, by identity right."""
+    coco, path = tiny
+    dataset = CocoDataset(path, path.parent)
+    predictions, _ = _perfect_predictions(coco)
+    for p in predictions:
+        p["labels"] = np.array([CONTIGUOUS_TO_CAT_ID[int(k)] for k in p["labels"]])
+    metrics = evaluate(_ReplayModel(predictions), dataset, progress=False,
+                       labels_are_category_ids=True)
+    assert metrics["bbox"]["AP"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="label 3 has no COCO category id"):
+        evaluate(_ReplayModel(predictions), dataset, progress=False)
+
+
 def test_evaluate_box_only_model_and_no_detections(tiny):
     coco, path = tiny
     dataset = CocoDataset(path, path.parent)
