@@ -83,7 +83,8 @@ class RoIHeads(Module):
         self.cfg = cfg
         self.num_classes = num_classes
         pooler_args = dict(scales=list(scales), sampling_ratio=cfg.sampling_ratio,
-                           op=cfg.pooler, aligned=cfg.aligned, aggregation=cfg.aggregation)
+                           op=cfg.pooler, aligned=cfg.aligned, aggregation=cfg.aggregation,
+                           canonical_scale=cfg.canonical_scale)
         self.box_roi_pool = MultiScaleRoIPooler(cfg.box_pool_size, **pooler_args)
         self.mask_roi_pool = MultiScaleRoIPooler(cfg.mask_pool_size, **pooler_args)
         self.box_head = TwoMLPHead(in_channels, cfg.box_pool_size, cfg.representation_size,
