@@ -94,9 +94,10 @@ DESIGN = {  # what each table tests, printed beside it (fixed before any run of 
     "2d": "Both pairs (RoIPool vs RoIAlign at stride 16 and at stride 32) on the same `large` "
           "data (256-px images, an 8x8 C5 map, objects 24-160 px) and schedule, so that the "
           "two gains are paired by seed and their difference has an interval.",
-    "fpn": "The FPN model on the `small` data, its RoIs spread over P2-P5 by the level rule "
-           "with the canonical size scaled with the anchors (56 px; with torchvision's 224 "
-           "every RoI went to P2).",
+    "fpn": "The FPN model on the `small` data, its RoIs spread over the levels by the level "
+           "rule with the canonical size scaled with the anchors (56 px: P2 under 28 px, P3 "
+           "to 56, P4 to 112, P5 above; with torchvision's 224 every RoI under 112 px went to "
+           "P2).",
     "2b": "Both losses train on the same soft targets (the GT mask RoIAligned onto the RoI), "
           "on the `compete` data: six classes in three pairs that share an outline, and at "
           "least 30% of the objects over an object of another class.",
