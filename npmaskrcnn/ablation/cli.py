@@ -69,8 +69,9 @@ def main(argv=None) -> int:
     jobs = [(v, s) for s in range(plan.seeds) for v in unique]  # seed-major: early seeds first
     progress = not args.no_progress
     argv = list(argv if argv is not None else sys.argv[1:])
-    workers = args.jobs if args.jobs is not None else min(2, os.cpu_count() or 1) if \
-        plan.quick else 1
+    workers = args.jobs
+    if workers is None:  # --quick: its two runs at once where there are two cores
+        workers = min(2, os.cpu_count() or 1) if plan.quick else 1
     if workers < 1:
         raise SystemExit(f"ablate: --jobs must be at least 1, got {args.jobs}")
     if not args.report_only:
