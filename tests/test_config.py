@@ -21,3 +21,13 @@ def test_fields_of_older_checkpoints_are_ignored_but_unknown_ones_refused():
     d["roi_heads"]["no_such_field"] = 3
     with pytest.raises(TypeError, match="no_such_field"):
         MaskRCNNConfig.from_dict(d)
+
+
+def test_checkpoints_from_before_the_canonical_scale_read_back_with_224():
+    """Older configs have no roi_heads.canonical_scale: they were trained with the level rule's
+    224, the field's default, and read back so; the presets scale it with their anchors."""
+    d = PRESETS["shapes"]().to_dict()
+    del d["roi_heads"]["canonical_scale"]
+    assert MaskRCNNConfig.from_dict(d).roi_heads.canonical_scale == 224
+    assert PRESETS["shapes"]().roi_heads.canonical_scale == 56
+    assert PRESETS["r50_fpn"]().roi_heads.canonical_scale == 224
