@@ -72,6 +72,9 @@ class RoIHeadsConfig:
     aligned: bool = False  # tv MultiScaleRoIAlign uses aligned=False
     sampling_ratio: int = 2  # tv MultiScaleRoIAlign: 2x2 samples per bin
     aggregation: str = "avg"  # paper 4.2: average after the ablation ("max" for Table 2c)
+    # FPN Eq. 1: a RoI of side sqrt(wh) = canonical_scale is pooled from P4 (the ImageNet
+    # size 224, tv LevelMapper), half of it from P3; scale it with the anchors (see shapes())
+    canonical_scale: float = 224
     box_pool_size: int = 7  # paper Fig. 4
     mask_pool_size: int = 14  # paper Fig. 4
     representation_size: int = 1024  # paper Fig. 4: 2 x fc 1024
@@ -162,8 +165,9 @@ def shapes(num_classes: int = 6, image_size: int = 128) -> MaskRCNNConfig:
     """A CPU-sized model for the synthetic shapes data, trained from scratch.
 
     GroupNorm instead of FrozenBN because there are no pretrained statistics
-    (He et al., "Rethinking ImageNet Pre-training", 2018). Anchors and RoI counts are
-    scaled down with the images; everything else keeps the paper's structure.
+    (He et al., "Rethinking ImageNet Pre-training", 2018). Anchors, the FPN level rule's
+    canonical size and RoI counts are scaled down with the images; everything else keeps
+    the paper's structure.
     """
     cfg = MaskRCNNConfig(num_classes=num_classes)
     cfg.transform = replace(cfg.transform, min_size=image_size, max_size=image_size)
@@ -174,8 +178,12 @@ def shapes(num_classes: int = 6, image_size: int = 128) -> MaskRCNNConfig:
                       batch_size_per_image=128, pre_nms_top_n_train=600,
                       pre_nms_top_n_test=300, post_nms_top_n_train=300,
                       post_nms_top_n_test=200)
+    # the anchors are tv's 32-512 scaled by 1/4, so the level rule is scaled likewise:
+    # 224 / 4 = 56 px to P4, under 28 px to P2. With 224 every RoI under 112 px, i.e.
+    # nearly every shapes object, would be pooled from P2 and P3-P5 would get no RoI.
     cfg.roi_heads = replace(cfg.roi_heads, representation_size=256,
-                            mask_layers=(64, 64, 64, 64), batch_size_per_image=128)
+                            mask_layers=(64, 64, 64, 64), batch_size_per_image=128,
+                            canonical_scale=56)
     return cfg
 
 
@@ -191,7 +199,8 @@ def tiny(num_classes: int = 3, image_size: int = 64) -> MaskRCNNConfig:
                       pre_nms_top_n_test=100, post_nms_top_n_train=100,
                       post_nms_top_n_test=50)
     cfg.roi_heads = replace(cfg.roi_heads, representation_size=32, mask_layers=(8, 8),
-                            batch_size_per_image=32, detections_per_img=20)
+                            batch_size_per_image=32, detections_per_img=20,
+                            canonical_scale=56)  # the anchors of shapes(): scaled as there
     return cfg
 
 

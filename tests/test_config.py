@@ -41,3 +41,13 @@ def test_which_branches_each_preset_builds(name, mask_on, keypoint_on):
     cfg = PRESETS[name]()
     assert (cfg.roi_heads.mask_on, cfg.keypoint.on) == (mask_on, keypoint_on)
     assert cfg.num_classes == (2 if keypoint_on else cfg.num_classes)
+
+
+def test_checkpoints_from_before_the_canonical_scale_read_back_with_224():
+    """Older configs have no roi_heads.canonical_scale: they were trained with the level rule's
+    224, the field's default, and read back so; the presets scale it with their anchors."""
+    d = PRESETS["shapes"]().to_dict()
+    del d["roi_heads"]["canonical_scale"]
+    assert MaskRCNNConfig.from_dict(d).roi_heads.canonical_scale == 224
+    assert PRESETS["shapes"]().roi_heads.canonical_scale == 56
+    assert PRESETS["r50_fpn"]().roi_heads.canonical_scale == 224

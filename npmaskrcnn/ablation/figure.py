@@ -38,7 +38,8 @@ def make_figure(path: Path, tables: dict, records: dict, out: Path, val_set, bac
                 rois: int = 3):
     """Bars (mask AP/AP50/AP75, mean ± std over seeds) per table; below, the masks that each
     variant of the first table (seed 0) predicts on the same RoIs: the ``rois`` largest
-    ground-truth boxes of one validation image, one row per RoI, zoomed in."""
+    ground-truth boxes of one image of ``val_set`` (the first table's validation data), one
+    row per RoI, zoomed in."""
     from matplotlib.figure import Figure
 
     from ..model.mask_rcnn import MaskRCNN

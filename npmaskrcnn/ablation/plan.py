@@ -1,17 +1,29 @@
-"""What to run: the modes, the data, and each variant's model configuration.
+"""What to run: the modes, the data of each table, and each variant's model configuration.
 
-Data (chosen once, before any run, and not tuned on the outcome): the synthetic shapes of
-:func:`~npmaskrcnn.data.shapes.alignment_settings` for stride 16, the paper's Table 2c stride:
-squares, rings and crosses, half of them no larger than one stride-16 cell, rings and crosses
-drawn with 1-2 pixel strokes, so that a feature cell misplaced by RoIPool's rounding is a large
-fraction of the object. Every table uses these same images.
+The data (``DATA``; chosen once, before any run of this design, and not tuned on the
+outcome), all synthetic shapes (:mod:`npmaskrcnn.data.shapes`):
 
-Budgets (``MODES``): ``--quick`` trains Table 2c's RoIPool and RoIAlign (avg), one seed, 600
-iterations at batch 2 on 200 images; the default trains Table 2c's five rows, three seeds,
-1500 iterations at batch 2 on 400 images, a length chosen from pilots on this data before
-the measured runs; ``--full`` adds aligned=True, stride 32, FPN and Table 2b: 12 distinct
-variants x 3 seeds = 36 runs, reusing the default's run folders. The README gives the
-measured times.
+- ``small`` (Table 2c, aligned, FPN): :func:`~npmaskrcnn.data.shapes.alignment_settings` for
+  stride 16, the paper's Table 2c stride, on 128-px images: squares, rings and crosses, half
+  of them no larger than one stride-16 cell, rings and crosses drawn with 1-2 px strokes,
+  so that a feature cell misplaced by RoIPool's rounding is a large fraction of the object.
+- ``large`` (Table 2d): 256-px images, so that the stride-32 map is 8x8 (at 128 px it was
+  4x4 and neither op learned to detect); objects 24-160 px, half of them no larger than one
+  stride-32 cell, strokes 2-4 px: the ``small`` data scaled by two with the stride.
+- ``compete`` (Table 2b): the ``small`` data with six classes in three pairs that share an
+  outline (square / rounded square, disc / ring, cross / holed cross), each object placed
+  over an earlier object of another class with probability 0.5
+  (:func:`~npmaskrcnn.data.shapes.competition_settings`), so that classes compete in a RoI.
+
+Budgets (``MODES``): ``--quick`` trains the FPN model's RoIPool and RoIAlign (avg), one seed,
+1200 iterations at batch 2 on 200 images, the two runs at once: about 5 min on 2 cores of
+their own (a first trial of 800 iterations measured 2.2 and 2.9 min of CPU time per run,
+so 1200 fill the 5 minutes). One seed gives no interval, which its report says. The
+default trains Table 2c's five rows, three seeds, 1500 iterations at batch 2 on 400
+images, a length chosen from pilots on the ``small`` data before the measured runs;
+``--full`` adds aligned=True, Table 2d, FPN and Table 2b, all at the same length: 15
+distinct variants x 3 seeds = 45 runs, reusing the default's run folders. The README gives
+the measured times.
 """
 
 from __future__ import annotations
@@ -20,9 +32,18 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from ..config import PRESETS, MaskRCNNConfig
 from ..data.coco import CocoDataset
-from ..data.shapes import alignment_settings, make_shapes_dataset, shapes_paths
+from ..data.shapes import (
+    alignment_settings,
+    competition_settings,
+    make_shapes_dataset,
+    overlaps_another_class,
+    shapes_paths,
+    shapes_settings,
+)
 from .variants import TABLES, Variant
 
 
@@ -36,7 +57,8 @@ class Plan:
     batch_size: int
     num_train: int
     num_val: int
-    image_size: int = 128
+    image_size: int = 128  # the small and compete data
+    large_image_size: int = 256  # the large data of Table 2d
     lr: float = 0.02
     warmup: int = 50
     preset: str = "shapes"
@@ -45,16 +67,23 @@ class Plan:
 
 
 MODES = {  # per-run settings are the same for default and full, so full reuses default's runs
-    "quick": Plan(("2c",), seeds=1, iters=600, batch_size=2, num_train=200, num_val=40,
+    "quick": Plan(("fpn",), seeds=1, iters=1200, batch_size=2, num_train=200, num_val=40,
                   quick=True),
     "default": Plan(("2c",), seeds=3, iters=1500, batch_size=2, num_train=400, num_val=60),
     "full": Plan(("2c", "aligned", "2d", "fpn", "2b"), seeds=3, iters=1500, batch_size=2,
                  num_train=400, num_val=60),
 }
 
+DATA = {  # name: the generator's keyword arguments (the image size is the plan's)
+    "small": alignment_settings(16),
+    "large": {**alignment_settings(32), "min_size": 24, "max_size": 160,
+              "thin_width": (2.0, 4.0)},
+    "compete": competition_settings(16),
+}
+
 
 def plan_variants(plan: Plan) -> dict:
-    """{table: [variants]}; ``--quick`` keeps only RoIPool and RoIAlign (avg) of Table 2c."""
+    """{table: [variants]}; ``--quick`` keeps only RoIPool and RoIAlign (avg)."""
     out = {t: list(TABLES[t][1]) for t in plan.tables}
     if plan.quick:
         out = {t: [v for v in vs if v.key.endswith(("pool-max", "align-avg"))]
@@ -62,32 +91,64 @@ def plan_variants(plan: Plan) -> dict:
     return out
 
 
-def prepare_data(args, plan: Plan, out: Path):
-    """(train set, val set, a one-line description); generates the shapes data if needed."""
+def image_size(data: str, plan: Plan) -> int:
+    return plan.large_image_size if data == "large" else plan.image_size
+
+
+def overlap_fraction(ann_file) -> float:
+    """The share of the objects of a COCO file whose box overlaps the box of an object of
+    another class (:func:`~npmaskrcnn.data.shapes.overlaps_another_class`)."""
+    objects = {}
+    for a in json.loads(Path(ann_file).read_text())["annotations"]:
+        x, y, w, h = a["bbox"]
+        objects.setdefault(a["image_id"], []).append(([x, y, x + w, y + h], a["category_id"]))
+    flags = [overlaps_another_class(*zip(*objs)) for objs in objects.values()]
+    return float(np.concatenate(flags).mean()) if flags else float("nan")
+
+
+def _up_to_date(ann_file: Path, n: int, size: int, seed: int, settings: dict) -> bool:
+    have = shapes_settings(ann_file)
+    want = json.loads(json.dumps({k: list(v) if isinstance(v, tuple) else v
+                                  for k, v in settings.items()}))
+    return (have is not None and have["num_images"] == n and have["seed"] == seed and
+            have["image_size"] == [size, size] and
+            all(have.get(k) == v for k, v in want.items()))
+
+
+def prepare_data(args, plan: Plan, out: Path, names) -> dict:
+    """{data name: (train set, val set, a one-line description)} for the data ``names``;
+    generates the shapes data in ``out/data/<name>`` unless already there with the same
+    settings. With ``--ann`` every name maps to the given COCO data."""
     if args.ann:
         if not (args.images and args.val_ann and args.val_images):
             raise SystemExit("ablate: --ann needs --images, --val-ann and --val-images")
-        return (CocoDataset(args.ann, args.images, skip_empty=True),
+        coco = (CocoDataset(args.ann, args.images, skip_empty=True),
                 CocoDataset(args.val_ann, args.val_images),
                 f"COCO subset {args.ann} (train) / {args.val_ann} (val)")
-    settings = alignment_settings(16)
-    root = out / "data"
-    for split, n in (("train", plan.num_train), ("val", plan.num_val)):
-        ann_file, _ = shapes_paths(root, split)
-        have = json.loads(ann_file.read_text()) if ann_file.exists() else None
-        if have is None or len(have["images"]) != n or have["info"]["generator"]["seed"] != \
-                plan.data_seed or have["images"][0]["width"] != plan.image_size:
-            make_shapes_dataset(root, n, image_size=plan.image_size, seed=plan.data_seed,
-                                split_name=split, **settings)
-    train, val = (CocoDataset(*shapes_paths(root, s)) for s in ("train", "val"))
-    return train, val, (f"synthetic shapes, alignment_settings(16) = {settings}, "
-                        f"{plan.num_train} train / {plan.num_val} val images of "
-                        f"{plan.image_size} px, data seed {plan.data_seed}")
+        return {name: coco for name in names}
+    found = {}
+    for name in names:
+        if name not in DATA:
+            raise SystemExit(f"ablate: unknown data {name!r}; choose from {sorted(DATA)}")
+        root, size, settings = out / "data" / name, image_size(name, plan), DATA[name]
+        for split, n in (("train", plan.num_train), ("val", plan.num_val)):
+            if not _up_to_date(shapes_paths(root, split)[0], n, size, plan.data_seed, settings):
+                make_shapes_dataset(root, n, image_size=size, seed=plan.data_seed,
+                                    split_name=split, **settings)
+        train, val = (CocoDataset(*shapes_paths(root, s)) for s in ("train", "val"))
+        share = overlap_fraction(shapes_paths(root, "train")[0])
+        found[name] = (train, val, f"`{name}`: synthetic shapes {settings}, {plan.num_train} "
+                       f"train / {plan.num_val} val images of {size} px, data seed "
+                       f"{plan.data_seed}; {100 * share:.0f}% of the training objects overlap "
+                       f"an object of another class")
+    return found
 
 
 def model_config(variant: Variant, plan: Plan, num_classes: int, seed: int) -> MaskRCNNConfig:
-    """The preset with the variant's RoI op / mask loss, at ``plan.image_size``, seed ``seed``."""
-    cfg = PRESETS[plan.preset](num_classes=num_classes, image_size=plan.image_size)
+    """The preset with the variant's RoI op / mask loss, at its data's image size, seed
+    ``seed``."""
+    cfg = PRESETS[plan.preset](num_classes=num_classes,
+                               image_size=image_size(variant.data, plan))
     cfg.backbone = replace(cfg.backbone, features=variant.features)
     cfg.roi_heads = replace(cfg.roi_heads, pooler=variant.pooler, aligned=variant.aligned,
                             aggregation=variant.aggregation, mask_loss=variant.mask_loss,

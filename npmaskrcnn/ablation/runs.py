@@ -1,11 +1,12 @@
 """One run of the ablation (train + COCOeval, resumable), and the finished runs read back.
 
-For seed k every variant sees the same data, the same initial weights (``cfg.seed = k``; the
-poolers have no parameters, and the sha256 of the initial weights is stored per run and
-checked) and the same batch order (``TrainConfig.seed = k``). Runs live in
-``OUT/<features>/<variant>/seed<k>/`` (a variant shared by two tables is trained once); a run
-with ``metrics.json`` is finished and skipped, an interrupted one resumes from its
-``checkpoint.npz``.
+For seed k every variant of one data set sees the same data, the same initial weights
+(``cfg.seed = k``; the poolers have no parameters, and the sha256 of the initial weights is
+stored per run and checked) and the same batch order (``TrainConfig.seed = k``). Runs live
+in ``OUT/<data>/<features>/<variant>/seed<k>/`` (a variant shared by two tables is trained
+once); a run with ``metrics.json`` is finished and skipped, an interrupted one resumes from
+its ``checkpoint.npz``. ``spec.json`` records the variant, the data, the schedule and the
+whole model configuration: a folder made with any other setting is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..backend import asnumpy
 from ..engine.evaluate import evaluate
 from ..engine.trainer import TrainConfig, Trainer
 from ..files import atomic_write
+from ..model.resize import resize_boxes, resized_image_size
 from .plan import Plan, model_config
 from .variants import METRICS, Variant
 
@@ -37,6 +39,29 @@ def weight_digests(model) -> dict:
         h.update(name.encode())
         h.update(np.ascontiguousarray(asnumpy(value)).tobytes())
     return {k: h.hexdigest()[:16] for k, h in groups.items()}
+
+
+def rois_per_level(model, dataset) -> list | None:
+    """How many ground-truth boxes of ``dataset`` the model's FPN level rule sends to each
+    level it pools from (P2, P3, ...), in the model's resized image coordinates; None for a
+    single-level model. The positive RoIs the heads train on are these boxes and proposals
+    overlapping them by IoU >= 0.5, so of about their size. No gradient."""
+    pooler = model.roi_heads.mask_roi_pool
+    if len(pooler.scales) == 1:
+        return None
+    t = model.cfg.transform
+    min_size = t.min_size[-1] if isinstance(t.min_size, (tuple, list)) else t.min_size
+    counts = np.zeros(len(pooler.scales), np.int64)
+    for i in range(len(dataset)):
+        target = dataset.load_target(i)
+        if len(target["boxes"]) == 0:
+            continue
+        size = tuple(target["masks"].shape[-2:])
+        boxes = resize_boxes(target["boxes"], size, resized_image_size(*size, min_size,
+                                                                       t.max_size))
+        rois = np.concatenate([np.zeros((len(boxes), 1), boxes.dtype), boxes], axis=1)
+        counts += np.bincount(pooler.levels(rois), minlength=len(pooler.scales))
+    return counts.tolist()
 
 
 def _write_json(path: Path, data) -> None:
@@ -55,9 +80,11 @@ def run_one(variant: Variant, seed: int, plan: Plan, data, out: Path, backend=No
 
     train_set, val_set, description = data
     run_dir = out / variant.key / f"seed{seed}"
+    cfg = model_config(variant, plan, train_set.num_classes, seed)
     spec = json.loads(json.dumps({
         "variant": variant.settings(), "seed": seed, "data": description,
-        "train": {k: v for k, v in asdict(plan).items() if k not in ("tables", "seeds", "quick")}}))
+        "train": {k: v for k, v in asdict(plan).items() if k not in ("tables", "seeds", "quick")},
+        "model": cfg.to_dict()}))
     for path in (run_dir / "spec.json", run_dir / "metrics.json"):
         found = json.loads(path.read_text()) if path.exists() else spec
         if found.get("spec", found) != spec:
@@ -66,7 +93,7 @@ def run_one(variant: Variant, seed: int, plan: Plan, data, out: Path, backend=No
         return json.loads((run_dir / "metrics.json").read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / "spec.json", spec)
-    model = MaskRCNN(model_config(variant, plan, train_set.num_classes, seed), backend=backend)
+    model = MaskRCNN(cfg, backend=backend)
     digests = weight_digests(model)  # the initial weights, before any step or resume
     tcfg = TrainConfig(iters=plan.iters, batch_size=plan.batch_size, lr=plan.lr,
                        warmup_iters=plan.warmup, steps=(int(0.8 * plan.iters),), seed=seed,
@@ -74,7 +101,7 @@ def run_one(variant: Variant, seed: int, plan: Plan, data, out: Path, backend=No
     trainer = Trainer(model, train_set, tcfg, str(run_dir), backend=backend, progress=progress,
                       extra_meta={"class_names": train_set.class_names})
     resume = os.path.exists(trainer.checkpoint_path)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     trainer.train(resume=resume)
     t1 = time.perf_counter()
     metrics = evaluate(model, val_set, out_dir=run_dir / "eval", progress=False)
@@ -82,7 +109,11 @@ def run_one(variant: Variant, seed: int, plan: Plan, data, out: Path, backend=No
               "metrics": {t: {k: metrics.get(t, {}).get(k, -1.0) for _, k in METRICS}
                           for t in ("segm", "bbox")},
               "init_digests": digests, "train_seconds": t1 - t0,
-              "eval_seconds": time.perf_counter() - t1}
+              "eval_seconds": time.perf_counter() - t1,
+              # CPU time of this process (all its threads): with one thread, about the wall
+              # time the run would take on a core of its own (the machine may be shared)
+              "cpu_seconds": time.process_time() - cpu0,
+              "rois_per_level": rois_per_level(model, train_set)}
     _write_json(run_dir / "metrics.json", record)
     return record
 
@@ -117,14 +148,15 @@ def paired(records: dict, a: str, b: str, metric) -> tuple[list, list]:
 
 
 def check_init(records: dict) -> tuple[int, list]:
-    """Compare initial-weight digests across variants of a seed and backbone (the mask
-    predictor only between equal class-agnostic settings). Returns (pairs checked, problems)."""
+    """Compare initial-weight digests across variants of a seed, backbone and data (the
+    mask predictor only between equal class-agnostic settings). Returns (pairs checked,
+    problems)."""
     runs = [(r["seed"], r["spec"]["variant"], r["init_digests"], key)
             for key, by_seed in records.items() for r in by_seed.values()]
     checked, problems = 0, []
     for i, (s1, v1, d1, k1) in enumerate(runs):
         for s2, v2, d2, k2 in runs[i + 1:]:
-            if s1 != s2 or v1["features"] != v2["features"]:
+            if s1 != s2 or v1["features"] != v2["features"] or v1.get("data") != v2.get("data"):
                 continue
             checked += 1
             same_mask = v1["class_agnostic_mask"] == v2["class_agnostic_mask"]

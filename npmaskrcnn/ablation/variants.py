@@ -1,12 +1,17 @@
-"""What the ablation compares: the variants of each table and the paper's numbers.
+"""What the ablation compares: the variants of each table, the data each table is trained
+on, what each table tests, and the paper's numbers.
 
 A variant differs from the others of its table only in the RoI operation (Table 2c:
 RoIPool, RoIWarp max/avg, RoIAlign max/avg, plus RoIAlign ``aligned=True``; Table 2d:
-stride 32; FPN) or only in the mask loss (Table 2b). The "C4" and "C5" variants are
-*single-level* models: the shapes preset's backbone cut at C4 (stride 16) or C5
-(stride 32), pooled from that one map with the FPN model's box and mask heads. The paper's
-R50-C4 has a res5 head after the RoI pooling instead; its numbers stand beside ours only
-for the direction and the shape of the differences, never as comparable values.
+stride 16 and stride 32; FPN) or only in the mask loss (Table 2b). The "C4" and "C5"
+variants are *single-level* models: the shapes preset's backbone cut at C4 (stride 16) or
+C5 (stride 32), pooled from that one map with the FPN model's box and mask heads. The
+paper's R50-C4 has a res5 head after the RoI pooling instead; its numbers stand beside ours
+only for the direction and the shape of the differences, never as comparable values.
+
+Each variant names its data (``plan.DATA``): ``small`` (Table 2c, aligned, FPN), ``large``
+(Table 2d) or ``compete`` (Table 2b); a run is a variant on its data, so equal settings on
+other data are other runs.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class Variant:
 
     name: str
     features: str  # "c4" (stride 16) | "c5" (stride 32) | "fpn"
+    data: str = "small"  # "small" | "large" | "compete": see plan.DATA
     pooler: str = "align"
     aggregation: str = "avg"
     aligned: bool = False
@@ -33,54 +39,83 @@ class Variant:
 
     @property
     def key(self) -> str:
-        """The run folder, e.g. ``c4/align-avg``: equal settings share one run."""
+        """The run folder, e.g. ``small/c4/align-avg``: equal settings on equal data share
+        one run."""
         parts = [self.pooler, self.aggregation] + ["aligned"] * self.aligned
         parts += ["softmax"] * (self.mask_loss == "softmax")
         parts += ["agnostic"] * self.class_agnostic_mask
-        return f"{self.features}/{'-'.join(parts)}"
+        return f"{self.data}/{self.features}/{'-'.join(parts)}"
 
     def settings(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in ("name", "paper")}
 
 
 def _v(name, features, pooler="align", aggregation="avg", paper=(), **kw) -> Variant:
-    return Variant(name, features, pooler, aggregation, paper=paper, **kw)
+    return Variant(name, features, pooler=pooler, aggregation=aggregation, paper=paper, **kw)
 
 
 POOL, ALIGN = "RoIPool", "RoIAlign"
+C4_POOL, C4_ALIGN = (26.9, 48.8, 26.4), (30.3, 51.2, 31.5)  # Table 2c
 TABLES = {  # paper numbers: Table 2 of He et al. 2017 and the text of section 4.2
     "2c": ("Table 2c: the RoI operation at stride 16 (single-level C4, no res5 head)", [
-        _v(POOL, "c4", "pool", "max", (26.9, 48.8, 26.4)),
+        _v(POOL, "c4", "pool", "max", C4_POOL),
         _v("RoIWarp", "c4", "warp", "max", (27.2, 49.2, 27.1)),
         _v("RoIWarp", "c4", "warp", "avg", (27.1, 48.9, 27.1)),
         _v(ALIGN, "c4", "align", "max", (30.2, 51.0, 31.8)),
-        _v(ALIGN, "c4", "align", "avg", (30.3, 51.2, 31.5))]),
+        _v(ALIGN, "c4", "align", "avg", C4_ALIGN)]),
     "aligned": ("RoIAlign aligned=False (the paper's) vs True (half-pixel shift), single-level "
                 "C4", [
-        _v(ALIGN, "c4", "align", "avg", (30.3, 51.2, 31.5)),
+        _v(ALIGN, "c4", "align", "avg", C4_ALIGN),
         _v("RoIAlign aligned=True", "c4", "align", "avg", aligned=True)]),
-    "2d": ("Table 2d: the RoI operation at stride 32 (single-level C5, no res5 head)", [
-        _v(POOL, "c5", "pool", "max", (23.6, 46.5, 21.6, 28.2, 52.7, 26.9)),
-        _v(ALIGN, "c5", "align", "avg", (30.9, 51.8, 32.1, 34.0, 55.3, 36.4))]),
-    "fpn": ("FPN (section 4.2: RoIAlign +1.5 mask AP, +0.5 box AP)", [
+    "2d": ("Table 2d: the RoI operation at stride 16 and at stride 32, on 256-px images "
+           "(single-level C4 / C5, no res5 head)", [
+        _v(f"{POOL}, stride 16", "c4", "pool", "max", C4_POOL, data="large"),
+        _v(f"{ALIGN}, stride 16", "c4", "align", "avg", C4_ALIGN, data="large"),
+        _v(f"{POOL}, stride 32", "c5", "pool", "max", (23.6, 46.5, 21.6, 28.2, 52.7, 26.9),
+           data="large"),
+        _v(f"{ALIGN}, stride 32", "c5", "align", "avg", (30.9, 51.8, 32.1, 34.0, 55.3, 36.4),
+           data="large")]),
+    "fpn": ("FPN, P2-P5 (section 4.2: RoIAlign +1.5 mask AP, +0.5 box AP)", [
         _v(POOL, "fpn", "pool", "max"), _v(ALIGN, "fpn", "align", "avg")]),
-    "2b": ("Table 2b: mask loss at stride 16 (single-level C4, RoIAlign avg)", [
-        _v("sigmoid, class-specific", "c4", paper=(30.3, 51.2, 31.5)),
-        _v("softmax, class-specific", "c4", mask_loss="softmax", paper=(24.8, 44.1, 25.1)),
-        _v("sigmoid, class-agnostic", "c4", class_agnostic_mask=True, paper=(29.7,))]),
+    "2b": ("Table 2b: mask loss at stride 16 (single-level C4, no res5 head, RoIAlign avg), "
+           "on shapes whose classes compete", [
+        _v("sigmoid, class-specific", "c4", paper=C4_ALIGN, data="compete"),
+        _v("softmax, class-specific", "c4", mask_loss="softmax", paper=(24.8, 44.1, 25.1),
+           data="compete"),
+        _v("sigmoid, class-agnostic", "c4", class_agnostic_mask=True, paper=(29.7,),
+           data="compete")]),
+}
+
+DESIGN = {  # what each table tests, printed beside it (fixed before any run of this design)
+    "2c": "Five RoI ops, everything else equal, on the `small` data: small objects and 1-2 px "
+          "strokes against a stride-16 grid, where RoIPool's rounding costs the most.",
+    "aligned": "torchvision's half-pixel shift (not in the paper) against the paper's RoIAlign, "
+               "on the `small` data.",
+    "2d": "Both pairs (RoIPool vs RoIAlign at stride 16 and at stride 32) on the same `large` "
+          "data (256-px images, an 8x8 C5 map, objects 24-160 px) and schedule, so that the "
+          "two gains are paired by seed and their difference has an interval.",
+    "fpn": "The FPN model on the `small` data, its RoIs spread over the levels by the level "
+           "rule with the canonical size scaled with the anchors (56 px: P2 under 28 px, P3 "
+           "to 56, P4 to 112, P5 above; with torchvision's 224 every RoI under 112 px went to "
+           "P2).",
+    "2b": "Both losses train on the same soft targets (the GT mask RoIAligned onto the RoI), "
+          "on the `compete` data: six classes in three pairs that share an outline, and at "
+          "least 30% of the objects over an object of another class.",
 }
 
 
 def contrasts(table: str, variants) -> list:
-    """The paired differences (A, B) a table reports: each RoI op − RoIPool, RoIAlign
-    aligned=True − False; for 2b the paper's choice (sigmoid, class-specific) − the others."""
-    by_key = {v.key: v for v in variants}
+    """The paired differences (A, B) a table reports: each RoI op − the RoIPool of the same
+    features, RoIAlign aligned=True − False; for 2b the paper's choice (sigmoid,
+    class-specific) − the others."""
     if table == "2b":
         return [(variants[0], v) for v in variants[1:]]
-    pool = [v for v in variants if v.pooler == "pool"]
-    pairs = [(v, pool[0]) for v in variants if pool and v is not pool[0]]
-    plain = by_key.get(f"{variants[0].features}/align-avg")
-    pairs += [(v, plain) for v in variants if v.aligned and plain is not None]
+    pool = {v.features: v for v in reversed(variants) if v.pooler == "pool"}  # the first
+    pairs = [(v, pool[v.features]) for v in variants
+             if v.features in pool and v is not pool[v.features]]
+    plain = {v.features: v for v in variants if v.pooler == "align" and v.aggregation == "avg"
+             and not v.aligned}
+    pairs += [(v, plain[v.features]) for v in variants if v.aligned and v.features in plain]
     return pairs
 
 

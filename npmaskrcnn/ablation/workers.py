@@ -19,14 +19,15 @@ from .plan import Plan
 from .runs import run_one
 
 
-def train_runs(jobs, plan: Plan, data, out: Path, backend=None, progress: bool = True) -> None:
+def train_runs(jobs, plan: Plan, data: dict, out: Path, backend=None,
+               progress: bool = True) -> None:
     """Train and evaluate each (variant, seed) not finished yet and not held by another
-    process, in order."""
+    process, in order; ``data`` maps each variant's data name to (train, val, description)."""
     bar = Progress(len(jobs), "ablation runs", unit="run", enabled=progress, every=1)
     for v, s in jobs:
         with claim(out / v.key / f"seed{s}") as mine:
             if mine:
-                run_one(v, s, plan, data, out, backend, progress)
+                run_one(v, s, plan, data[v.data], out, backend, progress)
         bar.update(1, {"last": f"{v.key} seed{s}"})
     bar.close()
 

@@ -5,10 +5,13 @@ two classes with thin structure, ``ring`` and ``cross``, whose masks are only a 
 so that a mask is only right when the RoI features are pixel-aligned (the reason for RoIAlign,
 paper section 3). The default set (:data:`DEFAULT_CLASSES`, what ``npmaskrcnn train`` and
 ``make-shapes`` generate unless told otherwise) has squares, circles, triangles and rings;
-crosses are used by the RoI ablation (:func:`alignment_settings`) or on request. Objects
-have random sizes (log-uniform, plus a share of objects smaller than a feature stride),
-random colours, sub-pixel positions, and overlap one another: a later object is drawn over
-the earlier ones, and every annotation is the instance's *visible* part.
+crosses are used by the RoI ablation (:func:`alignment_settings`) or on request; the
+mask-loss ablation adds classes that share an outline with another one (rounded squares,
+holed crosses) and places objects over objects of another class
+(:func:`competition_settings`). Objects have random sizes (log-uniform, plus a share of
+objects smaller than a feature stride), random colours, sub-pixel positions, and overlap
+one another: a later object is drawn over the earlier ones, and every annotation is the
+instance's *visible* part.
 
 The set is written the way COCO is, so that it is loaded through exactly the same path as real
 data (:class:`npmaskrcnn.data.coco.CocoDataset`)::
@@ -31,9 +34,15 @@ import pycocotools.mask as mask_utils
 from PIL import Image
 
 from ..files import atomic_write
+from .shape_geometry import (  # noqa: F401  (re-exported: the shapes' public names)
+    ALL_CLASSES,
+    COMPETING_CLASSES,
+    SHAPE_CLASSES,
+    THIN_CLASSES,
+    TWIN_CLASSES,
+    shape_coverage,
+)
 
-SHAPE_CLASSES = ("square", "circle", "triangle", "ring", "cross")
-THIN_CLASSES = ("ring", "cross")
 DEFAULT_CLASSES = ("square", "circle", "triangle", "ring")
 
 
@@ -78,64 +87,31 @@ def alignment_settings(stride: int = 16) -> dict:
     }
 
 
-def shape_coverage(kind, cx, cy, size, stroke, angle, image_size, supersample=4):
-    """The fraction of each pixel covered by one shape, by supersampling.
+def competition_settings(stride: int = 16, overlap: float = 0.5) -> dict:
+    """:func:`alignment_settings` with classes that compete: the data of Table 2b.
 
-    Pixel ``(i, j)`` is the square ``[j, j+1) x [i, i+1)``; it is sampled at
-    ``supersample**2`` points ``(j + (a + 0.5)/s, i + (b + 0.5)/s)``, and the coverage is the
-    share of samples inside the shape. The instance mask is ``coverage >= 0.5``.
-
-    Args:
-        kind: one of :data:`SHAPE_CLASSES`.
-        cx, cy: centre in pixel coordinates (continuous).
-        size: outer diameter (circle, ring), side (square), arm-to-arm length (cross) or twice
-            the circumradius (triangle), in pixels.
-        stroke: ring / cross stroke width in pixels (ignored by the filled shapes).
-        angle: rotation in radians (ignored by circle and ring).
-        image_size: ``(H, W)``.
-    Returns:
-        (H, W) float64 coverage in [0, 1].
+    Six classes in three pairs that share an outline (:data:`COMPETING_CLASSES`: square /
+    rounded square, disc / ring, cross / holed cross), and each object placed over an
+    earlier object of another class with probability ``overlap`` (see
+    :func:`generate_shapes_image`), so that a RoI often holds two classes that look alike.
     """
-    height, width = image_size
-    radius = size / 2.0
-    out = np.zeros((height, width))
-    x0, x1 = max(int(np.floor(cx - radius - 1)), 0), min(int(np.ceil(cx + radius + 1)), width)
-    y0, y1 = max(int(np.floor(cy - radius - 1)), 0), min(int(np.ceil(cy + radius + 1)), height)
-    if x1 <= x0 or y1 <= y0:
-        return out
-    offsets = (np.arange(supersample) + 0.5) / supersample
-    xs = (np.arange(x0, x1)[:, None] + offsets[None, :]).ravel() - cx  # (w*s,)
-    ys = (np.arange(y0, y1)[:, None] + offsets[None, :]).ravel() - cy  # (h*s,)
-    u, v = np.meshgrid(xs, ys)  # (h*s, w*s), image axes: u right, v down
-    # rotate the sample points by -angle, i.e. the shape by +angle
-    cos, sin = np.cos(angle), np.sin(angle)
-    u, v = cos * u + sin * v, -sin * u + cos * v
-    r2 = u * u + v * v
-    if kind == "square":
-        inside = (np.abs(u) <= radius) & (np.abs(v) <= radius)
-    elif kind == "circle":
-        inside = r2 <= radius**2
-    elif kind == "ring":
-        inner = max(radius - stroke, 0.0)
-        inside = (r2 <= radius**2) & (r2 >= inner**2)
-    elif kind == "cross":
-        half = stroke / 2.0
-        inside = ((np.abs(u) <= half) & (np.abs(v) <= radius)) | (
-            (np.abs(v) <= half) & (np.abs(u) <= radius)
-        )
-    elif kind == "triangle":
-        # equilateral, circumradius R, apex up: inside all three edges, each at the
-        # inradius R/2 from the centre along its outward normal (down, and +-120 degrees)
-        inside = np.ones_like(u, dtype=bool)
-        for k in range(3):
-            theta = np.pi / 2 + 2 * np.pi * k / 3
-            inside &= u * np.cos(theta) + v * np.sin(theta) <= radius / 2
-    else:
-        raise ValueError(f"unknown shape class {kind!r}: choose from {SHAPE_CLASSES}")
-    h, w = y1 - y0, x1 - x0
-    # (h*s, w*s) -> (h, s, w, s) -> mean over the samples of each pixel
-    out[y0:y1, x0:x1] = inside.reshape(h, supersample, w, supersample).mean(axis=(1, 3))
-    return out
+    return {**alignment_settings(stride), "classes": COMPETING_CLASSES, "overlap": overlap}
+
+
+def overlaps_another_class(boxes, labels, min_fraction: float = 0.1) -> np.ndarray:
+    """(G,) bool: whether each object's box overlaps the box of an object of another class
+    by at least ``min_fraction`` of the smaller of the two boxes (so that its RoI holds
+    pixels of both). ``boxes`` (G, 4) ``[x1, y1, x2, y2]`` of one image, ``labels`` (G,)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    labels = np.asarray(labels)
+    w = np.clip(np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+                - np.maximum(boxes[:, None, 0], boxes[None, :, 0]), 0, None)  # (G, G)
+    h = np.clip(np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+                - np.maximum(boxes[:, None, 1], boxes[None, :, 1]), 0, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    smaller = np.maximum(np.minimum(area[:, None], area[None, :]), 1e-9)
+    other = labels[:, None] != labels[None, :]
+    return ((w * h >= min_fraction * smaller) & other).any(axis=1)
 
 
 def _smooth_noise(rng, image_size, cells):
@@ -207,6 +183,7 @@ def generate_shapes_image(
     small_max_size: float = 16.0,
     thin_width=None,
     rotate: bool = False,
+    overlap: float = 0.0,
     min_visible_area: int = 12,
     min_visible_fraction: float = 0.3,
     min_contrast: float = 0.35,
@@ -225,7 +202,7 @@ def generate_shapes_image(
         rng: NumPy generator; the whole image is a function of its state.
         image_size: ``(H, W)`` or an int.
         num_objects: objects to try to place (fewer when some are dropped).
-        classes: names from :data:`SHAPE_CLASSES`; label ``k`` (1-based) is ``classes[k-1]``.
+        classes: names from :data:`ALL_CLASSES`; label ``k`` (1-based) is ``classes[k-1]``.
         min_size, max_size: object size range in pixels (``max_size`` None: half the short
             side, at least ``min_size``).
         small_fraction, small_max_size: share of objects drawn in ``[min_size,
@@ -233,6 +210,10 @@ def generate_shapes_image(
         thin_width: ``(lo, hi)`` stroke width of ring / cross in pixels; None: 12-25% of the
             object size, at least 1.5 pixels.
         rotate: rotate squares, triangles and crosses by a random angle.
+        overlap: probability that an object is placed over an earlier object of another
+            class (its centre within 0.3 x the sum of the two sizes of that object's
+            centre, per axis, so that their boxes overlap); 0 places every object at random
+            and draws nothing more from ``rng`` (the default data stay as they were).
         min_contrast: least RGB distance of an object colour from the background mean and from
             the colours of the objects below it.
         noise: standard deviation of the Gaussian pixel noise (on [0, 1] intensities).
@@ -246,11 +227,15 @@ def generate_shapes_image(
         raise ValueError(f"need 0 < min_size <= max_size, got {min_size} and {max_size}")
     image = _background(rng, (height, width))
     colours = [image.reshape(-1, 3).mean(axis=0)]
-    full_masks, visible, labels = [], [], []
+    full_masks, visible, labels, placed = [], [], [], []  # placed: (cx, cy, size) of each
     for _ in range(num_objects):
         label = int(rng.integers(len(classes)))
         kind = classes[label]
         size = _draw_size(rng, min_size, max_size, small_fraction, small_max_size)
+        others = [g for g, other in enumerate(labels) if other != label + 1]
+        below = None  # the earlier object of another class this one is placed over
+        if overlap > 0 and others and rng.uniform() < overlap:
+            below = placed[others[int(rng.integers(len(others)))]]
         if thin_width is None:
             stroke = max(1.5, size * rng.uniform(0.12, 0.25))
         else:
@@ -258,10 +243,14 @@ def generate_shapes_image(
         angle = rng.uniform(0, np.pi / 2) if rotate else 0.0
         if kind == "triangle" and rotate:
             angle = rng.uniform(0, 2 * np.pi / 3)
+        x_max, y_max = max(width - size / 2, size / 2), max(height - size / 2, size / 2)
         for _ in range(max_tries):
-            # centre drawn so that the object lies inside the image
-            cx = rng.uniform(size / 2, max(width - size / 2, size / 2))
-            cy = rng.uniform(size / 2, max(height - size / 2, size / 2))
+            if below is None:  # centre drawn so that the object lies inside the image
+                cx, cy = rng.uniform(size / 2, x_max), rng.uniform(size / 2, y_max)
+            else:  # near the centre of the object below, still inside the image
+                reach = 0.3 * (size + below[2])
+                cx = float(np.clip(below[0] + rng.uniform(-reach, reach), size / 2, x_max))
+                cy = float(np.clip(below[1] + rng.uniform(-reach, reach), size / 2, y_max))
             coverage = shape_coverage(kind, cx, cy, size, stroke, angle, (height, width))
             mask = coverage >= 0.5
             if mask.sum() < min_visible_area:
@@ -281,6 +270,7 @@ def generate_shapes_image(
         full_masks.append(mask)
         colours.append(colour)
         labels.append(label + 1)
+        placed.append((cx, cy, size))
     image = image + rng.normal(0.0, noise, size=image.shape)
     image = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
     masks = np.zeros((0, height, width), np.uint8)
@@ -326,7 +316,7 @@ def make_shapes_dataset(
         image_size: ``(H, W)`` or an int.
         seed: random seed.
         min_objects, max_objects: objects tried per image (uniform); occlusion may drop some.
-        classes: names from :data:`SHAPE_CLASSES`, category ids 1..K in this order.
+        classes: names from :data:`ALL_CLASSES`, category ids 1..K in this order.
         min_size, max_size: object size range (pixels); ``max_size`` None: see
             :func:`generate_shapes_image`.
         split_name: name of the split (folder and JSON name).
@@ -337,9 +327,9 @@ def make_shapes_dataset(
         The path of the annotation JSON.
     """
     classes = tuple(classes)
-    unknown = [c for c in classes if c not in SHAPE_CLASSES]
+    unknown = [c for c in classes if c not in ALL_CLASSES]
     if unknown or not classes or len(set(classes)) != len(classes):
-        raise ValueError(f"classes must be distinct names from {SHAPE_CLASSES}, got {classes}")
+        raise ValueError(f"classes must be distinct names from {ALL_CLASSES}, got {classes}")
     if int(num_images) != num_images or num_images < 0:
         raise ValueError(f"num_images must be a whole number >= 0, got {num_images}")
     if not 0 <= min_objects <= max_objects:

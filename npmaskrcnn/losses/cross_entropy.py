@@ -3,7 +3,9 @@
 It also serves the paper's "multinomial masks" ablation (Table 2b), where the mask
 loss is a per-pixel softmax over the K classes instead of independent sigmoids: hence
 spatial logits (R, K, M, M) with per-pixel labels (R, M, M) are accepted, as
-``F.cross_entropy`` accepts them.
+``F.cross_entropy`` accepts them. :func:`soft_target_cross_entropy` takes a target
+distribution per position instead of a label: the softmax arm of Table 2b trains on the
+same soft mask targets as the sigmoid arm.
 """
 
 from __future__ import annotations
@@ -64,4 +66,41 @@ def softmax_cross_entropy(logits, labels, ignore_index: int = -100):
     # (R * prod(S), K) -> (R, *S, K) -> (R, K, *S)
     grad = grad.reshape(labels.shape + (K,))
     dlogits = xp.ascontiguousarray(xp.moveaxis(grad, -1, 1))
+    return loss.astype(logits.dtype), dlogits
+
+
+def soft_target_cross_entropy(logits, target_probs):
+    """Mean cross-entropy against a target *distribution* over the class axis.
+
+    Follows ``torch.nn.functional.cross_entropy(logits, target_probs, reduction="mean")``
+    with class probabilities as the target (PyTorch >= 1.10). For each position i with
+    target distribution q_i (q_ik >= 0, sum_k q_ik = 1),
+
+        loss_i = -sum_k q_ik log softmax(z_i)_k = logsumexp(z_i) - sum_k q_ik z_ik,
+        loss   = sum_i loss_i / n,        n = the number of positions,
+        dloss/dz_i = (softmax(z_i) - q_i) / n      (this form uses sum_k q_ik = 1).
+
+    With a one-hot q_i this is :func:`softmax_cross_entropy`. It serves the softmax arm
+    of the paper's Table 2b on *soft* mask targets (``model/mask_head.py``). The rows
+    of ``target_probs`` are not checked to sum to 1 (that would cost a device sync).
+
+    Args:
+        logits: (R, K) or (R, K, *S); float.
+        target_probs: the same shape: a distribution over K at every position.
+    Returns:
+        loss: 0-d array of logits' dtype (NaN with no position, as PyTorch's mean of
+            nothing); dlogits: shaped and typed like ``logits``.
+    """
+    xp = get_xp(logits, target_probs)
+    if tuple(target_probs.shape) != tuple(logits.shape):
+        raise ValueError(f"soft_target_cross_entropy: target_probs {tuple(target_probs.shape)} "
+                         f"do not match logits {tuple(logits.shape)}")
+    n = logits.size // max(logits.shape[1], 1)  # positions: R * prod(S)
+    if n == 0:
+        return xp.asarray(np.nan, dtype=logits.dtype), xp.zeros_like(logits)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    logp = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))  # log-softmax over K
+    q = target_probs.astype(logits.dtype)
+    loss = -(q * logp).sum() / logits.dtype.type(n)
+    dlogits = (xp.exp(logp) - q) / logits.dtype.type(n)
     return loss.astype(logits.dtype), dlogits

@@ -11,7 +11,9 @@ out by RoIAlign onto the RoI at 28x28 (tv ``project_masks_on_boxes``).
 
 The ablation's alternatives (paper Table 2b and 4.2): ``"softmax"`` — a per-pixel
 softmax over the K channels, background as class 0, i.e. multinomial masks that
-compete — and class-agnostic masks (one output channel).
+compete — and class-agnostic masks (one output channel). Both losses train on the
+*same* soft targets (see :func:`maskrcnn_loss`), so that Table 2b compares the losses
+and nothing else.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..layers.conv_transpose import ConvTranspose2d
 from ..layers.init import kaiming_normal_fan_out_
 from ..layers.module import Sequential
 from ..layers.roi_align import roi_align_forward, roi_align_levels_forward
-from ..losses.cross_entropy import softmax_cross_entropy
+from ..losses.cross_entropy import soft_target_cross_entropy
 from ..losses.sigmoid_bce import sigmoid_binary_cross_entropy
 
 
@@ -109,27 +111,51 @@ def project_masks(gt_masks, mask_rois, matched_idxs, m: int):
 def maskrcnn_loss(mask_logits, mask_targets, labels, mode: str = "sigmoid"):
     """The mask loss and its gradient.
 
+    Both modes train on the same targets t (P, M, M): the matched GT mask RoIAligned onto
+    the RoI, *soft* values in [0, 1] where a target pixel straddles the object's edge
+    (tv ``project_masks_on_boxes``, whose BCE takes them as they are).
+
+    - "sigmoid" (paper section 3, the default): per-pixel sigmoid on channel k = the RoI's
+      class only, binary cross-entropy against t, mean over the pixels;
+      loss = -mean[t log s(z_k) + (1 - t) log(1 - s(z_k))]. No other channel gets gradient.
+    - "softmax" (paper Table 2b, "a per-pixel softmax and a multinomial loss"): softmax
+      over the K channels at each pixel, cross-entropy against the distribution that puts
+      t on class k and 1 - t on background (class 0), 0 elsewhere; mean over the pixels.
+      It is the multinomial counterpart of the same BCE: with K = 2 it equals the sigmoid
+      loss on the logit difference z_k - z_0 (tested).
+
+    Why soft targets for both: the paper states only the per-pixel losses; the targets
+    it uses for the sigmoid are the RoIAligned masks that torchvision also uses, so the
+    sigmoid arm stays the model of every other table (Table 2b's sigmoid row *is* the
+    RoIAlign (avg) model). Binarising the softmax arm's targets at 0.5, as this function
+    did before, changed the targets as well as the loss and confounded Table 2b.
+
     Args:
-        mask_logits: (P, K, M, M) (K = 1 for class-agnostic masks);
-        mask_targets: (P, M, M) in [0, 1]; labels: (P,) ground-truth classes.
-        mode: "sigmoid" (paper: per-class binary, only the GT channel) or "softmax"
-            (multinomial over the K channels; pixel target = label inside the mask,
-            0 = background outside, the mask target binarised at 0.5).
+        mask_logits: (P, K, M, M) (K = 1 for class-agnostic masks; "softmax" needs K >= 2);
+        mask_targets: (P, M, M) in [0, 1]; labels: (P,) ground-truth classes (>= 1).
+        mode: "sigmoid" or "softmax".
     Returns:
         (loss, dmask_logits (P, K, M, M)). With P = 0 the loss is 0 and the gradient empty.
     """
     xp = get_xp(mask_logits)
     p, k = mask_logits.shape[:2]
+    if mode not in ("sigmoid", "softmax"):
+        raise ValueError(f"unknown mask loss {mode!r}: choose 'sigmoid' or 'softmax'")
+    if mode == "softmax" and k < 2:
+        raise ValueError("the softmax mask loss needs class-specific masks (K >= 2 channels, "
+                         "background and the classes); got one channel (class_agnostic_mask)")
     dlogits = xp.zeros_like(mask_logits)
     if p == 0:
         return xp.zeros((), mask_logits.dtype), dlogits
+    rows = xp.arange(p)
     if mode == "sigmoid":
         channel = labels if k > 1 else xp.zeros_like(labels)
-        rows = xp.arange(p)
         loss, dsel = sigmoid_binary_cross_entropy(mask_logits[rows, channel], mask_targets)
         dlogits[rows, channel] = dsel  # every other channel: zero gradient, no competition
         return loss, dlogits
-    if mode == "softmax":
-        pixel_labels = (mask_targets >= 0.5).astype(xp.int64) * labels[:, None, None]
-        return softmax_cross_entropy(mask_logits, pixel_labels)
-    raise ValueError(f"unknown mask loss {mode!r}: choose 'sigmoid' or 'softmax'")
+    # softmax: the target distribution q (P, K, M, M): t on the class, 1 - t on background
+    targets = mask_targets.astype(mask_logits.dtype)
+    q = xp.zeros_like(mask_logits)
+    q[rows, labels] = targets
+    q[:, 0] += 1 - targets
+    return soft_target_cross_entropy(mask_logits, q)

@@ -5,9 +5,12 @@
            └─ out (R, C, PH, PW), each RoI in its original row
 
 FPN paper (Lin et al. 2017, Eq. 1): a 224 x 224 RoI (ImageNet's canonical size) goes to
-P4, one half that size to P3. The backward scatters each RoI's gradient into the level
-it came from; levels no RoI used get zeros. With a single feature map there is no level
-mapping (the C4 / C5 models of the paper's Table 2c/d, stride 16 or 32).
+P4, one half that size to P3. The canonical size is ``RoIHeadsConfig.canonical_scale``:
+224 for torchvision's anchors (32-512 px), 56 for the CPU presets' anchors (8-128 px), so
+that their RoIs spread over the levels as a COCO model's do. The backward scatters each
+RoI's gradient into the level it came from; levels no RoI used get zeros. With a single
+feature map there is no level mapping (the C4 / C5 models of the paper's Table 2c/d,
+stride 16 or 32).
 
 Follows ``torchvision.ops.MultiScaleRoIAlign`` / ``LevelMapper``: the scales are given
 instead of inferred from the feature sizes (torchvision rounds them to powers of two, so

@@ -101,7 +101,8 @@ class RoIHeads(Module):
         self.mask_on = cfg.mask_on
         self.keypoint_on = keypoint is not None and keypoint.on
         pooler_args = dict(scales=list(scales), sampling_ratio=cfg.sampling_ratio,
-                           op=cfg.pooler, aligned=cfg.aligned, aggregation=cfg.aggregation)
+                           op=cfg.pooler, aligned=cfg.aligned, aggregation=cfg.aggregation,
+                           canonical_scale=cfg.canonical_scale)
         self.box_roi_pool = MultiScaleRoIPooler(cfg.box_pool_size, **pooler_args)
         if self.mask_on:
             self.mask_roi_pool = MultiScaleRoIPooler(cfg.mask_pool_size, **pooler_args)

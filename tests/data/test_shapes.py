@@ -11,11 +11,14 @@ from PIL import Image
 
 from npmaskrcnn.data.coco import CocoDataset, decode_segmentation
 from npmaskrcnn.data.shapes import (
+    COMPETING_CLASSES,
     SHAPE_CLASSES,
     THIN_CLASSES,
     alignment_settings,
+    competition_settings,
     generate_shapes_image,
     make_shapes_dataset,
+    overlaps_another_class,
     shape_coverage,
     shapes_paths,
     shapes_settings,
@@ -54,12 +57,61 @@ def test_cross_coverage_hand_computed():
         ("ring", np.pi * (20**2 - 16**2)),
         ("triangle", 3 * np.sqrt(3) / 4 * 20**2),
         ("square", 40**2),
+        ("rounded_square", 40**2 - (4 - np.pi) * 10**2),  # corners of radius 40/4 rounded
+        ("holed_cross", 4 / 3 * 40 * 4),  # two 40x4 bars, the 40/3 square centre cut out
     ],
 )
 def test_coverage_area_matches_geometry(kind, area):
     cov = shape_coverage(kind, 50.3, 49.7, 40.0, 4.0, 0.0, (100, 100), supersample=8)
     print(kind, cov.sum(), area)
     assert abs(cov.sum() - area) < 0.01 * area
+
+
+@pytest.mark.parametrize("plain, twin", [("square", "rounded_square"), ("circle", "ring"),
+                                         ("cross", "holed_cross")])
+def test_competing_pairs_share_their_outline_and_differ_inside(plain, twin):
+    a, b = (shape_coverage(k, 20.3, 19.6, 24.0, 2.0, 0.0, (40, 40)) >= 0.5 for k in (plain, twin))
+    assert _mask_extent(a) == _mask_extent(b)  # the same box
+    assert (b & ~a).sum() == 0 and (a & ~b).sum() > 0.05 * a.sum()  # the twin lacks a part
+    assert {plain, twin} <= set(COMPETING_CLASSES)
+
+
+def test_overlaps_another_class_hand_computed():
+    boxes = [[0, 0, 10, 10], [8, 8, 18, 18], [9, 0, 19, 10], [40, 40, 50, 50], [40, 40, 44, 44]]
+    labels = [1, 2, 2, 1, 1]
+    # 0 and 1 share 2x2 = 4% of a box (under 10%); 0 and 2 share 1x10 = 10%: enough; 1 and 2
+    # are one class; 3 and 4 overlap fully but are one class
+    assert overlaps_another_class(boxes, labels).tolist() == [True, False, True, False, False]
+    assert overlaps_another_class(boxes, labels, 0.04).tolist() == [True, True, True, False,
+                                                                    False]
+    assert overlaps_another_class(np.zeros((0, 4)), []).shape == (0,)
+
+
+def test_competition_data_has_six_paired_classes_and_overlaps(tmp_path):
+    """The data of Table 2b: at least 6 classes, in pairs that share an outline, each
+    present; at least 30 % of the objects overlap an object of another class (the default
+    ablation data: far fewer)."""
+    fractions = {}
+    for name, settings_ in (("compete", competition_settings(16)),
+                            ("align16", alignment_settings(16))):
+        ann_file = make_shapes_dataset(tmp_path / name, 60, image_size=128, seed=0, **settings_)
+        data = json.loads(ann_file.read_text())
+        by_image = {}
+        for a in data["annotations"]:
+            x, y, w, h = a["bbox"]
+            by_image.setdefault(a["image_id"], []).append(([x, y, x + w, y + h],
+                                                           a["category_id"]))
+        flags = np.concatenate([overlaps_another_class(*zip(*objs)) for objs in
+                                by_image.values()])
+        fractions[name] = flags.mean()
+        counts = np.bincount([a["category_id"] for a in data["annotations"]])
+        print(name, "objects", flags.size, "overlapping another class", f"{flags.mean():.2f}",
+              "per class", counts[1:].tolist())
+    assert fractions["compete"] >= 0.3 and fractions["align16"] < 0.2
+    compete = json.loads(shapes_paths(tmp_path / "compete", "train")[0].read_text())
+    assert [c["name"] for c in compete["categories"]] == list(COMPETING_CLASSES)
+    counts = np.bincount([a["category_id"] for a in compete["annotations"]], minlength=7)[1:]
+    assert len(counts) >= 6 and counts.min() >= 0.08 * counts.sum()
 
 
 def test_coverage_outside_image_and_unknown_kind():
@@ -219,7 +271,8 @@ def test_round_trip_through_coco_dataset(shapes_split):
 
 def test_alignment_settings_make_small_and_thin_objects(tmp_path):
     settings_ = alignment_settings(stride=16)
-    assert set(THIN_CLASSES) <= set(settings_["classes"])
+    assert {"ring", "cross"} <= set(settings_["classes"]) <= set(SHAPE_CLASSES)
+    assert set(settings_["classes"]) - {"square"} <= set(THIN_CLASSES)
     ann_file = make_shapes_dataset(tmp_path, 12, image_size=64, seed=1, max_objects=5,
                                    **settings_)
     data = json.loads(ann_file.read_text())

@@ -1,4 +1,5 @@
-"""Tests for npmaskrcnn/losses/cross_entropy.py: softmax cross-entropy."""
+"""Tests for npmaskrcnn/losses/cross_entropy.py: softmax cross-entropy, with labels or with
+a target distribution (soft targets)."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from hypothesis import strategies as st
 
 from npmaskrcnn.backend import asnumpy
 from npmaskrcnn.gradcheck import numerical_gradient, rel_error
-from npmaskrcnn.losses.cross_entropy import softmax_cross_entropy
+from npmaskrcnn.losses.cross_entropy import soft_target_cross_entropy, softmax_cross_entropy
 
 
 def test_hand_computed(xp):
@@ -122,3 +123,58 @@ def test_torch_parity(xp, spatial):
     lt.backward()
     assert float(loss) == pytest.approx(lt.item(), rel=1e-5)
     np.testing.assert_allclose(asnumpy(d), t.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_soft_targets_hand_computed(xp):
+    # logits (0, ln 3) -> softmax (1/4, 3/4); target (1/2, 1/2):
+    # loss = -(ln(1/4) + ln(3/4)) / 2, gradient softmax - q = (-1/4, +1/4)
+    logits = xp.asarray([[0.0, np.log(3.0)]])
+    loss, d = soft_target_cross_entropy(logits, xp.asarray([[0.5, 0.5]]))
+    assert float(loss) == pytest.approx(-(np.log(0.25) + np.log(0.75)) / 2, rel=1e-14)
+    np.testing.assert_allclose(asnumpy(d), [[-0.25, 0.25]], rtol=1e-14)
+
+
+def test_soft_targets_one_hot_equal_labels(xp):
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((2, 4, 3, 3))
+    labels = rng.integers(0, 4, (2, 3, 3))
+    one_hot = np.moveaxis(np.eye(4)[labels], -1, 1)  # (2, 3, 3, 4) -> (2, 4, 3, 3)
+    loss, d = soft_target_cross_entropy(xp.asarray(logits), xp.asarray(one_hot))
+    ref, d_ref = softmax_cross_entropy(xp.asarray(logits), xp.asarray(labels))
+    assert float(loss) == pytest.approx(float(ref), rel=1e-13)
+    np.testing.assert_allclose(asnumpy(d), asnumpy(d_ref), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_soft_targets_gradcheck(xp, seed):
+    """float64 central differences against (softmax - q) / n, on random distributions."""
+    rng = np.random.default_rng(seed)
+    logits = xp.asarray(2 * rng.standard_normal((3, 4, 2, 2)))
+    q = rng.random((3, 4, 2, 2))
+    q = xp.asarray(q / q.sum(axis=1, keepdims=True))
+    _, d = soft_target_cross_entropy(logits, q)
+    num = numerical_gradient(lambda: float(soft_target_cross_entropy(logits, q)[0]), logits)
+    err = rel_error(num, d)
+    print("soft_target_cross_entropy grad rel error", err)
+    assert err < 1e-7
+
+
+def test_soft_targets_empty_and_mismatch(xp):
+    loss, d = soft_target_cross_entropy(xp.zeros((0, 3)), xp.zeros((0, 3)))
+    assert np.isnan(float(loss)) and d.shape == (0, 3)
+    with pytest.raises(ValueError, match="target_probs"):
+        soft_target_cross_entropy(xp.zeros((2, 3)), xp.zeros((2, 4)))
+
+
+def test_soft_targets_torch_parity(xp):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    logits = (3 * rng.standard_normal((4, 3, 5, 5))).astype(np.float32)
+    q = rng.random((4, 3, 5, 5)).astype(np.float32)
+    q /= q.sum(axis=1, keepdims=True)
+    loss, d = soft_target_cross_entropy(xp.asarray(logits), xp.asarray(q))
+    t = torch.tensor(logits, requires_grad=True)
+    lt = torch.nn.functional.cross_entropy(t, torch.tensor(q))  # probabilities as target
+    lt.backward()
+    assert float(loss) == pytest.approx(lt.item(), rel=1e-5)
+    np.testing.assert_allclose(asnumpy(d), t.grad.numpy(), rtol=1e-4, atol=1e-7)

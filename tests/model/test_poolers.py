@@ -3,12 +3,15 @@
 import numpy as np
 import pytest
 
-from npmaskrcnn.backend import asnumpy
+from npmaskrcnn.backend import Generator, asnumpy
+from npmaskrcnn.config import r50_fpn, shapes
+from npmaskrcnn.data.shapes import alignment_settings, generate_shapes_image
 from npmaskrcnn.gradcheck import numerical_gradient, rel_error
 from npmaskrcnn.layers.roi_align import roi_align_backward, roi_align_forward
 from npmaskrcnn.layers.roi_pool import roi_pool_forward
 from npmaskrcnn.layers.roi_warp import roi_warp_forward
 from npmaskrcnn.model.poolers import MultiScaleRoIPooler, level_mapper
+from npmaskrcnn.model.roi_heads import RoIHeads
 
 SCALES = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
 
@@ -42,6 +45,42 @@ def test_level_mapper_float32_and_canonical(xp):
     assert asnumpy(level_mapper(boxes, 2, 5)).tolist() == [4, 3]
     # another canonical choice: 112 px at level 4
     assert asnumpy(level_mapper(boxes, 2, 5, canonical_scale=112)).tolist() == [5, 4]
+
+
+def shapes_gt_boxes(n_images=40, **settings):
+    """The ground-truth boxes (x1, y1, x2, y2) of ``n_images`` generated 128-px shapes images."""
+    boxes = []
+    for i in range(n_images):
+        _, masks, _ = generate_shapes_image(np.random.default_rng([7, i]), 128, 4, **settings)
+        for m in masks:  # each mask's pixel extent
+            cols, rows = np.nonzero(m.any(0))[0], np.nonzero(m.any(1))[0]
+            boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
+    return np.array(boxes, np.float64)
+
+
+@pytest.mark.parametrize("settings", [{}, alignment_settings(16)], ids=["default", "align16"])
+def test_shapes_preset_spreads_shapes_rois_over_the_levels(settings):
+    """With its canonical size scaled with its anchors (56 px), the shapes preset pools the
+    ground-truth RoIs of generated shapes data from several FPN levels; torchvision's 224
+    would send every one of them to P2 (the confound of issue 16)."""
+    boxes = shapes_gt_boxes(**settings)
+    scale = shapes().roi_heads.canonical_scale
+    counts = np.bincount(level_mapper(boxes, 2, 5, canonical_scale=scale), minlength=6)[2:]
+    print(f"RoIs on P2..P5 with canonical {scale}: {counts.tolist()}")
+    assert scale == 56 and (counts > 0).sum() >= 3
+    assert counts[0] < 0.85 * len(boxes)
+    tv = np.bincount(level_mapper(boxes, 2, 5, canonical_scale=224), minlength=6)[2:]
+    assert tv.tolist() == [len(boxes), 0, 0, 0]
+
+
+@pytest.mark.parametrize("preset, scale", [(shapes, 56), (r50_fpn, 224)])
+def test_roi_heads_pass_the_canonical_scale_to_both_poolers(preset, scale):
+    cfg = preset()
+    heads = RoIHeads(cfg.roi_heads, 8, 3, SCALES, Generator(0, backend="numpy"), np.float32)
+    assert heads.box_roi_pool.canonical_scale == heads.mask_roi_pool.canonical_scale == scale
+    rois = np.array([[0, *square(40)], [0, *square(60)]], np.float32)
+    expected = level_mapper(rois[:, 1:], 2, 5, canonical_scale=scale) - 2
+    np.testing.assert_array_equal(heads.mask_roi_pool.levels(rois), expected)
 
 
 def test_single_level_is_the_op_itself(xp):
