@@ -8,7 +8,12 @@ configs:
 - ``shapes()``: a small GroupNorm model trained from scratch on the synthetic shapes
   data on a CPU in minutes;
 - ``r50_fpn()``: torchvision's ``maskrcnn_resnet50_fpn`` (FrozenBN, 91 COCO classes),
-  whose state dict maps one-to-one onto ours.
+  whose state dict maps one-to-one onto ours;
+- ``keypoint_r50_fpn()``: torchvision's ``keypointrcnn_resnet50_fpn`` (persons, the keypoint
+  branch instead of the mask branch), and ``keypoint_mask_r50_fpn()`` with both branches
+  (the paper's "keypoint & mask" model, Tables 4 and 5);
+- ``figures()``: a keypoint model for the synthetic stick figures, trained from scratch on a
+  CPU (``figures_mask()`` with masks too).
 """
 
 from __future__ import annotations
@@ -82,6 +87,19 @@ class RoIHeadsConfig:
     detections_per_img: int = 100  # paper 3.1: mask branch on the top 100
     mask_loss: str = "sigmoid"  # paper Table 2b: per-class sigmoid; "softmax" for the ablation
     class_agnostic_mask: bool = False  # paper 4.2: class-specific (29.7 vs 30.3 AP)
+    mask_on: bool = True  # the mask branch; tv keypointrcnn_resnet50_fpn has none
+
+
+@dataclass
+class KeypointConfig:
+    """The keypoint branch (paper section 5; tv ``keypointrcnn_resnet50_fpn``): on the
+    positive RoIs, like the mask branch, with the RoI op of ``RoIHeadsConfig.pooler``."""
+
+    on: bool = False  # off: Mask R-CNN; on: Keypoint R-CNN (paper 5)
+    num_keypoints: int = 17  # tv: COCO's 17 person keypoints (the paper writes K)
+    pool_size: int = 14  # tv keypoint_roi_pool: 14x14, so 56x56 heatmaps (paper 5: m = 56)
+    sampling_ratio: int = 2  # tv keypoint_roi_pool: 2x2 samples per bin
+    layers: tuple = (512,) * 8  # paper 5 / tv: 8 x conv3x3 512; fewer and narrower on a CPU
 
 
 @dataclass
@@ -92,10 +110,10 @@ class MaskRCNNConfig:
     fpn: FPNConfig = field(default_factory=FPNConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
-    # L = L_cls + L_box + L_mask (paper 3) plus the two RPN terms; all weights 1 as tv
-    loss_weights: dict = field(default_factory=lambda: {
-        "loss_objectness": 1.0, "loss_rpn_box_reg": 1.0, "loss_classifier": 1.0,
-        "loss_box_reg": 1.0, "loss_mask": 1.0})
+    keypoint: KeypointConfig = field(default_factory=KeypointConfig)
+    # L = L_cls + L_box + L_mask (paper 3) (+ L_keypoint, paper 5) plus the two RPN terms;
+    # all weights 1 as tv
+    loss_weights: dict = field(default_factory=lambda: dict(LOSS_WEIGHTS))
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -105,13 +123,15 @@ class MaskRCNNConfig:
     def from_dict(cls, d: dict) -> MaskRCNNConfig:
         """Rebuild a config written by ``to_dict`` (e.g. from a checkpoint's JSON)."""
         groups = {"transform": TransformConfig, "backbone": BackboneConfig, "fpn": FPNConfig,
-                  "rpn": RPNConfig, "roi_heads": RoIHeadsConfig}
+                  "rpn": RPNConfig, "roi_heads": RoIHeadsConfig, "keypoint": KeypointConfig}
         kwargs = {}
         for k, v in d.items():
             if k in groups:
                 sub = {kk: tuple(map(_tuplify, vv)) if isinstance(vv, list) else vv
                        for kk, vv in v.items() if (k, kk) not in REMOVED_FIELDS}
                 kwargs[k] = groups[k](**sub)
+            elif k == "loss_weights":  # an older config has no weight for a newer loss
+                kwargs[k] = {**LOSS_WEIGHTS, **v}
             else:
                 kwargs[k] = v
         return cls(**kwargs)
@@ -121,6 +141,9 @@ class MaskRCNNConfig:
         """Strides of the feature maps that the RoI heads pool from."""
         return {"fpn": (4, 8, 16, 32), "c4": (16,), "c5": (32,)}[self.backbone.features]
 
+
+LOSS_WEIGHTS = {"loss_objectness": 1.0, "loss_rpn_box_reg": 1.0, "loss_classifier": 1.0,
+                "loss_box_reg": 1.0, "loss_mask": 1.0, "loss_keypoint": 1.0}
 
 # Fields older checkpoints still carry, ignored when they are read: (group, name).
 REMOVED_FIELDS = {("roi_heads", "mask_dilation")}  # never used by the model
@@ -172,4 +195,44 @@ def tiny(num_classes: int = 3, image_size: int = 64) -> MaskRCNNConfig:
     return cfg
 
 
-PRESETS = {"tiny": tiny, "shapes": shapes, "r50_fpn": r50_fpn}
+def keypoint_r50_fpn(num_classes: int = 2, masks: bool = False) -> MaskRCNNConfig:
+    """torchvision's ``keypointrcnn_resnet50_fpn``: ``r50_fpn`` for persons (2 classes) with
+    the keypoint branch and no mask branch; its state dict has torchvision's keys and shapes.
+
+    Training images are resized to a short side drawn from 640..800 (paper 5: "sampled from
+    [640, 800]"; tv's ``min_size``), testing at 800. ``masks=True``: the mask branch too, the
+    paper's "keypoint & mask" model (Tables 4 and 5).
+    """
+    cfg = r50_fpn(num_classes)
+    cfg.transform = replace(cfg.transform, min_size=(640, 672, 704, 736, 768, 800))
+    cfg.roi_heads = replace(cfg.roi_heads, mask_on=masks)
+    cfg.keypoint = KeypointConfig(on=True)
+    return cfg
+
+
+def keypoint_mask_r50_fpn(num_classes: int = 2) -> MaskRCNNConfig:
+    """The paper's "keypoint & mask" model: ``keypoint_r50_fpn`` with the mask branch."""
+    return keypoint_r50_fpn(num_classes, masks=True)
+
+
+def figures(num_classes: int = 2, image_size: int = 192, masks: bool = False) -> MaskRCNNConfig:
+    """A CPU-sized Keypoint R-CNN for the synthetic stick figures, trained from scratch.
+
+    The ``shapes()`` model (GroupNorm ResNet-18 of width 16, FPN of 64 channels) with the
+    keypoint branch narrowed from 8 x conv 512 to 4 x conv 64 and no mask branch
+    (``masks=True``, or the ``figures_mask`` preset, keeps it).
+    """
+    cfg = shapes(num_classes, image_size)
+    cfg.roi_heads = replace(cfg.roi_heads, mask_on=masks)
+    cfg.keypoint = KeypointConfig(on=True, layers=(64,) * 4)
+    return cfg
+
+
+def figures_mask(num_classes: int = 2, image_size: int = 192) -> MaskRCNNConfig:
+    """``figures()`` with the mask branch: keypoints and masks of the stick figures."""
+    return figures(num_classes, image_size, masks=True)
+
+
+PRESETS = {"tiny": tiny, "shapes": shapes, "r50_fpn": r50_fpn,
+           "keypoint_r50_fpn": keypoint_r50_fpn, "keypoint_mask_r50_fpn": keypoint_mask_r50_fpn,
+           "figures": figures, "figures_mask": figures_mask}

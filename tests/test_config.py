@@ -21,3 +21,23 @@ def test_fields_of_older_checkpoints_are_ignored_but_unknown_ones_refused():
     d["roi_heads"]["no_such_field"] = 3
     with pytest.raises(TypeError, match="no_such_field"):
         MaskRCNNConfig.from_dict(d)
+
+
+def test_configs_from_before_the_keypoint_branch_load_as_mask_rcnn():
+    """A checkpoint written before keypoints existed has no ``keypoint`` group, no
+    ``mask_on`` and no ``loss_keypoint`` weight: it reads back as the same Mask R-CNN."""
+    d = PRESETS["shapes"]().to_dict()
+    del d["keypoint"], d["roi_heads"]["mask_on"], d["loss_weights"]["loss_keypoint"]
+    cfg = MaskRCNNConfig.from_dict(d)
+    assert cfg == PRESETS["shapes"]()
+    assert not cfg.keypoint.on and cfg.roi_heads.mask_on
+
+
+@pytest.mark.parametrize("name, mask_on, keypoint_on", [
+    ("shapes", True, False), ("r50_fpn", True, False), ("keypoint_r50_fpn", False, True),
+    ("keypoint_mask_r50_fpn", True, True), ("figures", False, True),
+    ("figures_mask", True, True)])
+def test_which_branches_each_preset_builds(name, mask_on, keypoint_on):
+    cfg = PRESETS[name]()
+    assert (cfg.roi_heads.mask_on, cfg.keypoint.on) == (mask_on, keypoint_on)
+    assert cfg.num_classes == (2 if keypoint_on else cfg.num_classes)

@@ -128,7 +128,12 @@ class Trainer:
         """Raise ``CheckpointMismatch`` when the checkpoint (its ``meta``) was trained with
         another model configuration or on other classes; return the training settings that
         differ from this trainer's (``"name: saved -> now"``), which may change on resume."""
-        model_diffs = config_differences(meta.get("model_config", {}), self.model.cfg.to_dict())
+        saved = meta.get("model_config", {})
+        try:  # the saved config as this version reads it (fields added since: their defaults)
+            saved = type(self.model.cfg).from_dict(saved).to_dict()
+        except (TypeError, ValueError, AttributeError):
+            pass  # compared as it is: the differences name what does not fit
+        model_diffs = config_differences(saved, self.model.cfg.to_dict())
         changed = [d for d in model_diffs if d.split(":")[0] in _RESUMABLE_MODEL_FIELDS]
         fixed = [d for d in model_diffs if d not in changed]
         if fixed:

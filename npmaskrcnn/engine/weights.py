@@ -19,13 +19,17 @@ Rules, in the order they apply:
   another shape (both shapes named) is refused with ``WeightsError``, one line
   ``<file>: <key>: <problem>``; nothing is written and the model is left untouched;
 - the class-specific layers (``Layout.class_specific``) keep their fresh initialisation
-  when their shape differs (another number of classes) and are named in the report.
+  when their shape differs (another number of classes; for the keypoint predictor, another
+  number of keypoints) and are named in the report;
+- a branch the file has and the model does not build (a Mask R-CNN file's mask branch for a
+  keypoint-only model) is skipped and counted;
+- a whole branch of the model that the file does not have (``BRANCHES``: the mask branch,
+  when a Keypoint R-CNN file starts a keypoint-and-mask model; the keypoint branch, when a
+  Mask R-CNN file starts a keypoint model) keeps its fresh initialisation and is named in
+  the report when loading; ``import_weights`` writes the file's own architecture, so there
+  nothing is missing.
 
-Adding an architecture is one ``Layout`` entry. torchvision's ``keypointrcnn_resnet50_fpn``
-is recognised and refused today; once the model has the keypoint head, its entry drops the
-``refuse`` text and adds ``"roi_heads.keypoint_predictor."`` to ``class_specific`` (17
-keypoints are its "classes"). That file has no mask branch, so a model with one would also
-need the mask head's keys allowed to stay fresh (today every in-scope key must be present).
+Adding an architecture is one ``Layout`` entry.
 """
 
 from __future__ import annotations
@@ -33,11 +37,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..config import MaskRCNNConfig, r50_fpn
+from ..config import MaskRCNNConfig, keypoint_r50_fpn, r50_fpn
 from ..model.backbone import ARCHS
 from ..model.mask_rcnn import MaskRCNN
 from .weight_files import WeightsError, WeightsFile, read_weights, write_npz_atomic
@@ -45,6 +49,10 @@ from .weight_files import WeightsError, WeightsFile, read_weights, write_npz_ato
 BODY = "backbone.body."
 CLASS_SPECIFIC = ("roi_heads.box_predictor.cls_score.", "roi_heads.box_predictor.bbox_pred.",
                   "roi_heads.mask_predictor.mask_fcn_logits.")
+KEYPOINT_PREDICTOR = "roi_heads.keypoint_predictor."
+# the optional branches of the RoI heads: our-name prefixes of each
+BRANCHES = {"mask": ("roi_heads.mask_head.", "roi_heads.mask_predictor."),
+            "keypoint": ("roi_heads.keypoint_head.", KEYPOINT_PREDICTOR)}
 NUM_BATCHES_TRACKED = "num_batches_tracked: BatchNorm's step counter, not a weight"
 
 
@@ -71,16 +79,18 @@ class Layout:
     refuse: str = ""
 
 
-# First match wins: v2 and the keypoint model share most keys with v1, so they come first.
+# First match wins: v2 and the keypoint model share most keys with v1, so they come first
+# (a keypoint file with a mask branch too, e.g. our keypoint_mask_r50_fpn, is the keypoint
+# layout: infer_config sees its mask branch).
 LAYOUTS = (
     Layout("torchvision maskrcnn_resnet50_fpn_v2",
            ("rpn.head.conv.1.0.weight", "roi_heads.box_head.0.0.weight"),
            refuse="torchvision's maskrcnn_resnet50_fpn_v2, another architecture (box head "
                   "of 4 conv + BatchNorm and 1 fc, two-conv RPN head, BatchNorm in the FPN "
                   "and mask head) than our MaskRCNN (maskrcnn_resnet50_fpn, v1)"),
-    Layout("torchvision keypointrcnn_resnet50_fpn",
-           ("roi_heads.keypoint_predictor.kps_score_lowres.weight",),
-           refuse="a Keypoint R-CNN; our MaskRCNN has no keypoint head to hold it yet"),
+    Layout("Keypoint R-CNN (torchvision keypointrcnn_resnet50_fpn names)",
+           ("roi_heads.box_head.fc6.weight", KEYPOINT_PREDICTOR + "kps_score_lowres.weight"),
+           class_specific=CLASS_SPECIFIC + (KEYPOINT_PREDICTOR,)),
     Layout("Mask R-CNN (torchvision maskrcnn_resnet50_fpn names)",
            ("roi_heads.box_head.fc6.weight", "roi_heads.mask_predictor.mask_fcn_logits.weight")),
     Layout("ResNet classifier (torchvision resnet names, e.g. ImageNet resnet50)",
@@ -180,7 +190,9 @@ def _skip_reason(name: str, layout: Layout) -> str | None:
 
 
 def infer_config(layout: Layout, mapped: dict) -> MaskRCNNConfig:
-    """torchvision's ``r50_fpn`` with the file's ResNet depth and number of classes."""
+    """torchvision's ``r50_fpn`` with the file's ResNet depth and number of classes; for a
+    Keypoint R-CNN file ``keypoint_r50_fpn``, with the file's keypoint head and, when it
+    has one, the mask branch."""
     counts = tuple(len({m.group(1) for k in mapped
                         if (m := re.match(rf"{re.escape(BODY)}layer{i}\.(\d+)\.", k))})
                    for i in range(1, 5))
@@ -190,7 +202,16 @@ def infer_config(layout: Layout, mapped: dict) -> MaskRCNNConfig:
         raise ValueError(f"a ResNet with {kind} blocks {counts} per stage; npmaskrcnn builds "
                          f"depths {sorted(ARCHS)}")
     cls = mapped.get("roi_heads.box_predictor.cls_score.weight")
-    cfg = r50_fpn(num_classes=int(cls.shape[0])) if cls is not None else r50_fpn()
+    kps = mapped.get(KEYPOINT_PREDICTOR + "kps_score_lowres.weight")
+    if kps is None:
+        cfg = r50_fpn(num_classes=int(cls.shape[0])) if cls is not None else r50_fpn()
+    else:  # conv i of the head is Sequential entry 2i (a ReLU after each)
+        layers = tuple(int(mapped[f"roi_heads.keypoint_head.{2 * i}.weight"].shape[0])
+                       for i in range(sum(bool(re.fullmatch(r"roi_heads\.keypoint_head\.\d+"
+                                                            r"\.weight", k)) for k in mapped)))
+        cfg = keypoint_r50_fpn(num_classes=int(cls.shape[0]),
+                               masks=BRANCHES["mask"][1] + "mask_fcn_logits.weight" in mapped)
+        cfg.keypoint = replace(cfg.keypoint, num_keypoints=int(kps.shape[1]), layers=layers)
     cfg.backbone.depth = depth
     return cfg
 
@@ -207,8 +228,9 @@ def check_fit(path: str, layout: Layout, mapped: dict, target: dict, norm: str,
         target: our name -> shape of every array of the model the file goes into.
         norm: the target's ``cfg.backbone.norm`` (for the message when statistics disagree).
         backbone_only: place ``backbone.body.*`` only, whatever the file holds.
-        fresh_classes: leave class-specific layers of another shape at their
-            initialisation (False: refuse them as any other shape mismatch).
+        fresh_classes: leave class-specific layers of another shape, and a branch the file
+            does not have, at their initialisation (False: refuse them as any other shape
+            mismatch or missing key).
     Returns:
         ``(placed, skipped, fresh)``: our name -> array to copy; reason -> file keys left
         out; reason -> target keys left at their initialisation.
@@ -237,6 +259,12 @@ def check_fit(path: str, layout: Layout, mapped: dict, target: dict, norm: str,
                 skipped.setdefault("stages the model does not build (cfg.backbone.features)",
                                    []).append(_file_name(name, layout))
                 continue
+            branch = next((b for b, prefixes in BRANCHES.items() if name.startswith(prefixes)
+                           and not any(k.startswith(prefixes) for k in target)), None)
+            if branch is not None:
+                skipped.setdefault(f"the {branch} branch, which the model does not build",
+                                   []).append(_file_name(name, layout))
+                continue
             refuse(name, "the model has no such array (unknown key)")
         elif shape != tuple(target[name]):
             if fresh_classes and any(name.startswith(p) for p in layout.class_specific):
@@ -248,11 +276,17 @@ def check_fit(path: str, layout: Layout, mapped: dict, target: dict, norm: str,
             placed[name] = array
     fresh_names = {n for names in fresh.values() for n in names}
     has_statistics = any(k.endswith(".running_mean") for k in mapped)
+    absent = {branch: prefixes for branch, prefixes in BRANCHES.items()
+              if fresh_classes and not any(k.startswith(prefixes) for k in mapped)}
     for name in target:
         if name in placed or name in fresh_names:
             continue
+        branch = next((b for b, prefixes in absent.items() if name.startswith(prefixes)), None)
         if not in_scope(name):
             fresh.setdefault("outside the backbone: left as initialised", []).append(name)
+        elif branch is not None:
+            fresh.setdefault(f"the {branch} branch, which the file does not have: left as "
+                             "initialised", []).append(name)
         elif name.endswith((".running_mean", ".running_var")) and not has_statistics:
             refuse(name, "the model uses FrozenBatchNorm (cfg.backbone.norm='frozen_bn') but "
                          "the file has no BatchNorm statistics: it was trained with GroupNorm; "

@@ -6,7 +6,11 @@ is written by hand and gradient-checked.
 
     images ─ transform ─ backbone (ResNet C2..C5) ─ FPN (P2..P6)
         ├─ RPN → proposals (constants) + RPN losses
-        └─ RoI heads (P2..P5) → box + mask losses | detections
+        └─ RoI heads (P2..P5) → box + mask (+ keypoint) losses | detections
+
+The keypoint branch (paper section 5) is one more optional stage of the RoI heads, beside
+the mask branch (``cfg.keypoint.on``, ``cfg.roi_heads.mask_on``): Keypoint R-CNN is this
+same page with another head on the positive RoIs.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ class MaskRCNN(Module):
         self.rpn = RegionProposalNetwork(rpn_cfg, self.backbone.out_channels, rng, dtype)
         scales = [1.0 / s for s in cfg.feature_strides]
         self.roi_heads = RoIHeads(cfg.roi_heads, self.backbone.out_channels, cfg.num_classes,
-                                  scales, rng, dtype)
+                                  scales, rng, dtype, keypoint=cfg.keypoint)
         self.num_pooled_levels = len(scales)
 
     # ------------------------------------------------------------------ training
@@ -114,7 +118,7 @@ class MaskRCNN(Module):
             (N, 3, Hp, Wp) or None. Every trainable parameter's ``grads`` is filled.
         """
         dloss = dict(self.cfg.loss_weights) if dloss is None else dloss
-        dpooled = self.roi_heads.backward(dloss)                       # box + mask -> P2..P5
+        dpooled = self.roi_heads.backward(dloss)              # keypoint, mask, box -> P2..P5
         dfeatures = self.rpn.backward(dloss)                           # RPN -> P2..P6
         for i, d in enumerate(dpooled):
             dfeatures[i] = dfeatures[i] + d                            # both used P2..P5
@@ -131,7 +135,8 @@ class MaskRCNN(Module):
         """Detections per image at its original size: ``boxes`` (D, 4), ``labels`` (D,),
         ``scores`` (D,), ``masks`` (D, H, W) probabilities (threshold at 0.5); with
         ``paste_masks=False`` the masks stay (D, 1, M, M) maps over their boxes (see
-        ``GeneralizedRCNNTransform.postprocess``)."""
+        ``GeneralizedRCNNTransform.postprocess``). With the keypoint branch: ``keypoints``
+        (D, K, 3) ``x, y, 1`` in original pixels and ``keypoints_scores`` (D, K)."""
         was_training = self.training
         self.eval()
         try:

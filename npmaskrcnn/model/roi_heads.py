@@ -1,20 +1,24 @@
-"""The RoI heads: sample RoIs, pool them, run the box and mask branches.
+"""The RoI heads: sample RoIs, pool them, run the box, mask and keypoint branches.
 
-Training (paper 3.1; tv ``RoIHeads``), all images of the batch at once:
+Training (paper 3.1 and 5; tv ``RoIHeads``), all images of the batch at once:
 
     proposals + gt boxes ─ Matcher(0.5, 0.5) ─ sample 512 per image at 25 % positive
         → labels (0 = background), regression targets (weights 10, 10, 5, 5)
     box pooler (7x7) → box head → class logits, deltas → fastrcnn_loss
     mask pooler (14x14) on the *positive* RoIs → mask head → mask logits (P, K, 28, 28)
-        → maskrcnn_loss against the GT masks RoIAligned onto each RoI
+        → maskrcnn_loss against the GT masks RoIAligned onto each RoI      (if mask_on)
+    keypoint pooler (14x14) on the same positive RoIs → keypoint head → keypoint logits
+        (P, 17, 56, 56) → a softmax over the 56² positions of each visible keypoint of the
+        matched GT (keypoints_to_heatmap, keypoint_heatmap_loss)         (if keypoint.on)
 
 Everything before the poolers is bookkeeping: **no gradient flows into the proposals,
 the matching, the sampling or the targets.** Gradients enter the pyramid only through
-the two poolers' backward passes (each RoI's gradient scattered into the level it was
+the poolers' backward passes (each RoI's gradient scattered into the level it was
 pooled from).
 
 Inference: box branch → ``postprocess_detections`` (softmax, decode, clip, score > 0.05,
-per-class NMS 0.5, top 100) → mask branch on the final boxes → mask probabilities.
+per-class NMS 0.5, top 100) → mask branch on the final boxes → mask probabilities;
+keypoint branch on the same boxes → ``heatmaps_to_keypoints``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ from ..boxes.ops import box_iou_batched
 from ..boxes.sampler import sample_balanced, sampled_first
 from ..layers.module import Module
 from .box_head import FastRCNNPredictor, TwoMLPHead, fastrcnn_loss
+from .keypoint_head import (
+    KeypointRCNNHeads,
+    KeypointRCNNPredictor,
+    keypoint_heatmap_loss,
+    keypoints_to_heatmap,
+)
+from .keypoint_inference import heatmaps_to_keypoints
 from .mask_head import MaskRCNNHeads, MaskRCNNPredictor, maskrcnn_loss, project_masks
 from .poolers import MultiScaleRoIPooler
 from .postprocess import mask_probabilities, postprocess_detections
@@ -53,9 +64,11 @@ class RoISamples(NamedTuple):
     rois: Any  # (R, 5) [image, x1, y1, x2, y2]
     labels: Any  # (R,) int64 class (0 background), IGNORE for filler rows
     regression_targets: Any  # (R, 4) deltas to the matched gt (0 unless positive)
-    mask_rois: Any  # (P, 5) the positive RoIs
+    mask_rois: Any  # (P, 5) the positive RoIs (of the mask and the keypoint branch)
     mask_labels: Any  # (P,) their classes
-    mask_targets: Any  # (P, M, M) their matched gt masks, RoIAligned onto them
+    mask_targets: Any  # (P, M, M) their matched gt masks, RoIAligned onto them (or None)
+    keypoint_heatmaps: Any = None  # (P, K) int64 target cell y * 56 + x of each keypoint
+    keypoint_valid: Any = None  # (P, K) bool: labelled and inside the RoI
 
 
 class RoIHeadsCache(NamedTuple):
@@ -63,36 +76,51 @@ class RoIHeadsCache(NamedTuple):
 
     dclass_logits: Any  # (R, K)
     dbox_regression: Any  # (R, 4K)
-    dmask_logits: Any  # (P, K, M, M)
+    dmask_logits: Any  # (P, K, M, M), or None without the mask branch
+    dkeypoint_logits: Any = None  # (P, K, 56, 56), or None without the keypoint branch
 
 
 class RoIHeads(Module):
-    """Box and mask branches with their sampling, targets and losses.
+    """Box, mask and keypoint branches with their sampling, targets and losses.
 
     Args:
-        cfg: the ``RoIHeadsConfig``.
+        cfg: the ``RoIHeadsConfig`` (``mask_on``: build the mask branch).
         in_channels: channels of the pooled feature maps.
         num_classes: K, background included.
         scales: spatial scale of each feature map pooled from (1/4 ... 1/32 for FPN).
         rng: the model's ``Generator`` (the sampler's random keys).
         dtype: float dtype of the parameters.
+        keypoint: the ``KeypointConfig``; its branch is built when ``keypoint.on``.
     """
 
-    def __init__(self, cfg, in_channels: int, num_classes: int, scales, rng, dtype):
+    def __init__(self, cfg, in_channels: int, num_classes: int, scales, rng, dtype,
+                 keypoint=None):
         super().__init__()
         self.cfg = cfg
         self.num_classes = num_classes
+        self.mask_on = cfg.mask_on
+        self.keypoint_on = keypoint is not None and keypoint.on
         pooler_args = dict(scales=list(scales), sampling_ratio=cfg.sampling_ratio,
                            op=cfg.pooler, aligned=cfg.aligned, aggregation=cfg.aggregation)
         self.box_roi_pool = MultiScaleRoIPooler(cfg.box_pool_size, **pooler_args)
-        self.mask_roi_pool = MultiScaleRoIPooler(cfg.mask_pool_size, **pooler_args)
+        if self.mask_on:
+            self.mask_roi_pool = MultiScaleRoIPooler(cfg.mask_pool_size, **pooler_args)
         self.box_head = TwoMLPHead(in_channels, cfg.box_pool_size, cfg.representation_size,
                                    rng, dtype)
         self.box_predictor = FastRCNNPredictor(cfg.representation_size, num_classes, rng, dtype)
-        self.mask_head = MaskRCNNHeads(in_channels, tuple(cfg.mask_layers), rng, dtype)
-        mask_classes = 1 if cfg.class_agnostic_mask else num_classes
-        self.mask_predictor = MaskRCNNPredictor(cfg.mask_layers[-1], cfg.mask_layers[-1],
-                                                mask_classes, rng, dtype)
+        if self.mask_on:
+            self.mask_head = MaskRCNNHeads(in_channels, tuple(cfg.mask_layers), rng, dtype)
+            mask_classes = 1 if cfg.class_agnostic_mask else num_classes
+            self.mask_predictor = MaskRCNNPredictor(cfg.mask_layers[-1], cfg.mask_layers[-1],
+                                                    mask_classes, rng, dtype)
+        if self.keypoint_on:  # the pooler's op, aligned and aggregation are the box/mask ones
+            self.keypoint_roi_pool = MultiScaleRoIPooler(
+                keypoint.pool_size, **{**pooler_args, "sampling_ratio": keypoint.sampling_ratio})
+            self.keypoint_head = KeypointRCNNHeads(in_channels, tuple(keypoint.layers), rng,
+                                                   dtype)
+            self.keypoint_predictor = KeypointRCNNPredictor(keypoint.layers[-1],
+                                                            keypoint.num_keypoints, rng, dtype)
+            self.heatmap_size = 4 * keypoint.pool_size  # deconv x2, bilinear x2: 56
         self.box_coder = BoxCoder(weights=tuple(cfg.bbox_reg_weights))
         self.matcher = Matcher(cfg.fg_iou_thresh, cfg.bg_iou_thresh,
                                allow_low_quality_matches=False)
@@ -106,7 +134,8 @@ class RoIHeads(Module):
         proposals (so every object has at least one perfect RoI); each candidate takes
         the label of the gt it overlaps most if IoU >= 0.5, else background; B =
         ``batch_size_per_image`` are sampled with at most a quarter positive; positives
-        get regression targets and, for the mask branch, mask targets.
+        get regression targets and, for the mask branch, mask targets; for the keypoint
+        branch, the heatmap cell of each keypoint of their matched gt.
         """
         cfg = self.cfg
         xp = get_xp(proposals.boxes)
@@ -150,15 +179,26 @@ class RoIHeads(Module):
                                + [np.zeros(0, np.int64)])
         first = xp.asarray(first.astype(np.int64))
         mask_rois = rois[first]
-        m = 2 * cfg.mask_pool_size  # the deconv doubles the pooled side
-        if first.shape[0] and gt.masks is not None:
-            mask_targets = project_masks(gt.masks, mask_rois, matched.reshape(-1)[first], m)
-        else:
-            mask_targets = xp.zeros((first.shape[0], m, m), dtype=boxes.dtype)
+        matched_first = matched.reshape(-1)[first]  # (P,) each positive's gt in its image
+        mask_targets = None
+        if self.mask_on:
+            m = 2 * cfg.mask_pool_size  # the deconv doubles the pooled side
+            if first.shape[0] and gt.masks is not None:
+                mask_targets = project_masks(gt.masks, mask_rois, matched_first, m)
+            else:
+                mask_targets = xp.zeros((first.shape[0], m, m), dtype=boxes.dtype)
+        heatmaps = valid_keypoints = None
+        if self.keypoint_on:
+            if gt.keypoints is None:
+                raise ValueError("the keypoint branch needs ground-truth keypoints: the "
+                                 "targets have no 'keypoints'")
+            image = xp.asarray(np.repeat(np.arange(n), num_pos))  # (P,) image of each positive
+            heatmaps, valid_keypoints = keypoints_to_heatmap(
+                gt.keypoints[image, matched_first], mask_rois, self.heatmap_size)
         return RoISamples(
             rois, roi_labels,
             self.box_coder.encode(target_boxes, reference_boxes).reshape(n * b, 4),
-            mask_rois, roi_labels[first], mask_targets)
+            mask_rois, roi_labels[first], mask_targets, heatmaps, valid_keypoints)
 
     # ------------------------------------------------------------------ forward
     def forward(self, features, proposals: Proposals, image_sizes, gt: GroundTruth | None = None,
@@ -172,8 +212,9 @@ class RoIHeads(Module):
             samples: reuse these ``RoISamples`` instead of sampling (gradient checks).
         Returns:
             training: ``(losses, samples)`` with losses ``{loss_classifier, loss_box_reg,
-            loss_mask}``; eval: N dicts of detections (boxes, labels, scores,
-            masks (D, 1, M, M)).
+            loss_mask, loss_keypoint}`` (those of the branches built); eval: N dicts of
+            detections (boxes, labels, scores, masks (D, 1, M, M), keypoints (D, K, 3),
+            keypoints_scores (D, K)).
         """
         if not self.training:
             return self.predict(features, proposals, image_sizes)
@@ -187,35 +228,50 @@ class RoIHeads(Module):
         loss_cls, loss_box, dcls, dbox = fastrcnn_loss(
             class_logits, box_regression, samples.labels, samples.regression_targets,
             cfg.smooth_l1_beta)
-        # mask branch on the positive RoIs only
-        y = self.mask_roi_pool(features, samples.mask_rois)    # (P, C, 14, 14)
-        mask_logits = self.mask_predictor(self.mask_head(y))   # (P, K, 28, 28)
-        loss_mask, dmask = maskrcnn_loss(mask_logits, samples.mask_targets,
-                                         samples.mask_labels, cfg.mask_loss)
-        self.push(RoIHeadsCache(dcls, dbox, dmask))
-        losses = {"loss_classifier": loss_cls, "loss_box_reg": loss_box, "loss_mask": loss_mask}
+        losses = {"loss_classifier": loss_cls, "loss_box_reg": loss_box}
+        dmask = dkeypoint = None
+        if self.mask_on:  # mask branch on the positive RoIs only
+            y = self.mask_roi_pool(features, samples.mask_rois)    # (P, C, 14, 14)
+            mask_logits = self.mask_predictor(self.mask_head(y))   # (P, K, 28, 28)
+            losses["loss_mask"], dmask = maskrcnn_loss(mask_logits, samples.mask_targets,
+                                                       samples.mask_labels, cfg.mask_loss)
+        if self.keypoint_on:  # keypoint branch on the same RoIs
+            z = self.keypoint_roi_pool(features, samples.mask_rois)           # (P, C, 14, 14)
+            keypoint_logits = self.keypoint_predictor(self.keypoint_head(z))  # (P, 17, 56, 56)
+            losses["loss_keypoint"], dkeypoint = keypoint_heatmap_loss(
+                keypoint_logits, samples.keypoint_heatmaps, samples.keypoint_valid)
+        self.push(RoIHeadsCache(dcls, dbox, dmask, dkeypoint))
         return losses, samples
 
     def backward(self, dloss: dict):
         """Gradients of the weighted losses w.r.t. the pooled-from features.
 
         ``dloss[name]`` is d(total loss)/d(loss ``name``) -- the loss weight. Reverse
-        order of ``forward``: the mask branch first, then the box branch; the two
-        poolers scatter into the same levels, so their gradients add.
+        order of ``forward``: the keypoint branch first, then the mask branch, then the box
+        branch; the poolers scatter into the same levels, so their gradients add.
         """
         cache = self.pop()
-        dmask_logits = dloss["loss_mask"] * cache.dmask_logits
-        dy = self.mask_head.backward(self.mask_predictor.backward(dmask_logits))
-        dfeat_mask = self.mask_roi_pool.backward(dy)
+        dfeatures = []  # per branch: L arrays, the gradient its pooler scattered
+        if self.keypoint_on:
+            dkeypoint_logits = dloss["loss_keypoint"] * cache.dkeypoint_logits
+            dz = self.keypoint_head.backward(self.keypoint_predictor.backward(dkeypoint_logits))
+            dfeatures.append(self.keypoint_roi_pool.backward(dz))
+        if self.mask_on:
+            dmask_logits = dloss["loss_mask"] * cache.dmask_logits
+            dy = self.mask_head.backward(self.mask_predictor.backward(dmask_logits))
+            dfeatures.append(self.mask_roi_pool.backward(dy))
         dclass_logits = dloss["loss_classifier"] * cache.dclass_logits
         dbox_regression = dloss["loss_box_reg"] * cache.dbox_regression
         dx = self.box_head.backward(self.box_predictor.backward(dclass_logits, dbox_regression))
-        dfeat_box = self.box_roi_pool.backward(dx)
-        return [a + b for a, b in zip(dfeat_box, dfeat_mask)]
+        dfeat = self.box_roi_pool.backward(dx)
+        for branch in dfeatures:
+            dfeat = [a + b for a, b in zip(dfeat, branch)]
+        return dfeat
 
     # ------------------------------------------------------------------ inference
     def predict(self, features, proposals: Proposals, image_sizes):
-        """Detections per image: boxes (D, 4), labels (D,), scores (D,), masks (D,1,M,M)."""
+        """Detections per image: boxes (D, 4), labels (D,), scores (D,), and the branches'
+        masks (D, 1, M, M), keypoints (D, K, 3) ``x, y, 1`` and keypoints_scores (D, K)."""
         xp = get_xp(features[0])
         cfg = self.cfg
         n, p = proposals.valid.shape
@@ -228,16 +284,31 @@ class RoIHeads(Module):
             class_logits, box_regression, proposals, image_sizes, self.box_coder,
             score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh,
             detections_per_img=cfg.detections_per_img)
-        m = 2 * cfg.mask_pool_size
         rois = boxes_to_rois(boxes)
-        if rois.shape[0]:
-            mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, rois)))
-            probs = mask_probabilities(mask_logits, xp.concatenate(labels), cfg.mask_loss)
-        else:
-            probs = xp.zeros((0, 1, m, m), dtype=features[0].dtype)
+        dtype = features[0].dtype
+        branches = {}  # name -> (D, ...) for the detections of all images, in order
+        if self.mask_on:
+            m = 2 * cfg.mask_pool_size
+            branches["masks"] = xp.zeros((0, 1, m, m), dtype=dtype)
+            if rois.shape[0]:
+                mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features,
+                                                                                   rois)))
+                branches["masks"] = mask_probabilities(mask_logits, xp.concatenate(labels),
+                                                       cfg.mask_loss)
+        if self.keypoint_on:
+            k = self.keypoint_predictor.out_channels
+            branches["keypoints"] = xp.zeros((0, k, 3), dtype=dtype)
+            branches["keypoints_scores"] = xp.zeros((0, k), dtype=dtype)
+            if rois.shape[0]:
+                keypoint_logits = self.keypoint_predictor(self.keypoint_head(
+                    self.keypoint_roi_pool(features, rois)))      # (D, K, 56, 56)
+                # one heatmap resize per detection, to its own box size: the boxes are read
+                # by the host once (see heatmaps_to_keypoints)
+                branches["keypoints"], branches["keypoints_scores"] = heatmaps_to_keypoints(
+                    keypoint_logits, rois)
         out, start = [], 0
         for b, sc, lb in zip(boxes, scores, labels):
             out.append({"boxes": b, "labels": lb, "scores": sc,
-                        "masks": probs[start:start + len(b)]})
+                        **{k: v[start:start + len(b)] for k, v in branches.items()}})
             start += len(b)
         return out

@@ -33,6 +33,7 @@ class GroundTruth(NamedTuple):
     labels: Any  # (N, G) int64 class ids (0 for padding)
     valid: Any  # (N, G) bool: a real, non-crowd box of positive width and height
     masks: list  # N arrays (G_i, H_i, W_i) uint8, or None when the targets have none
+    keypoints: Any = None  # (N, G, K, 3) x, y, visibility (0 for padding), or None
 
     @property
     def num_images(self) -> int:
@@ -73,7 +74,8 @@ def batch_ground_truth(targets, dtype) -> GroundTruth:
 
     Args:
         targets: N dicts with ``boxes`` (G_i, 4), ``labels`` (G_i,), optionally
-            ``masks`` (G_i, H_i, W_i) and ``iscrowd`` (G_i,), all on one backend.
+            ``masks`` (G_i, H_i, W_i), ``keypoints`` (G_i, K, 3) and ``iscrowd`` (G_i,),
+            all on one backend.
         dtype: the float dtype of the boxes.
     Returns:
         The padded ground truth. A box of zero width or height has no valid regression
@@ -108,5 +110,8 @@ def batch_ground_truth(targets, dtype) -> GroundTruth:
         warnings.warn(f"image {i}: dropped {int(bad[i])} ground-truth box(es) of zero width "
                       "or height", stacklevel=3)
     masks = [t.get("masks") for t in targets]
+    keypoints = None
+    if targets and all(t.get("keypoints") is not None for t in targets):
+        keypoints = padded("keypoints", dtype, tuple(targets[0]["keypoints"].shape[1:]))
     return GroundTruth(boxes, labels, real & ~degenerate & ~crowd,
-                       None if any(m is None for m in masks) else masks)
+                       None if any(m is None for m in masks) else masks, keypoints)

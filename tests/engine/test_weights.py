@@ -84,12 +84,13 @@ def one_line_naming(err, path, key):
      "maskrcnn_resnet50_fpn_v2"),
     (["roi_heads.box_head.fc6.weight", "roi_heads.keypoint_predictor.kps_score_lowres.weight"],
      "keypointrcnn_resnet50_fpn"),
+    (["roi_heads.box_head.fc6.weight", "roi_heads.keypoint_predictor.kps_score_lowres.weight",
+      "roi_heads.mask_predictor.mask_fcn_logits.weight"], "keypointrcnn_resnet50_fpn"),
 ])
 def test_recognise_each_layout(keys, name):
     layout = recognise(WeightsFile("w.pth", {k: np.zeros(1) for k in keys}, "test"))
     assert name in layout.name
-    assert bool(layout.refuse) == (name in ("maskrcnn_resnet50_fpn_v2",
-                                            "keypointrcnn_resnet50_fpn"))
+    assert bool(layout.refuse) == (name == "maskrcnn_resnet50_fpn_v2")
 
 
 def test_unknown_layout_names_the_file_and_its_first_key():
@@ -468,3 +469,73 @@ def test_torchvision_resnet50_imported_gives_torchvision_features(tmp_path):
     for level, (g, w) in enumerate(zip(got, want), start=2):
         err = np.abs(g - w).max() / np.abs(w).max()
         assert err < 1e-10, f"C{level}: relative error {err:.1e}"
+
+
+# ----------------------------------------------------------------------------- keypoints
+
+
+def tiny_bn_keypoints(masks=False, num_keypoints=17, num_classes=2):
+    """``tiny_bn`` with a keypoint branch (as Keypoint R-CNN: no mask branch by default)."""
+    from npmaskrcnn.config import KeypointConfig
+
+    cfg = tiny_bn(num_classes)
+    cfg.roi_heads.mask_on = masks
+    cfg.keypoint = KeypointConfig(on=True, num_keypoints=num_keypoints, layers=(8, 8))
+    return cfg
+
+
+def test_infer_config_of_a_keypoint_file():
+    """A torchvision-named Keypoint R-CNN file: keypoint_r50_fpn with the file's depth,
+    classes, keypoints and head widths; its mask branch when it has one."""
+    layout = next(lay for lay in LAYOUTS if "keypointrcnn" in lay.name)
+    for masks in (False, True):
+        cfg = infer_config(layout, random_state(tiny_bn_keypoints(masks, num_keypoints=5)))
+        assert cfg.keypoint.on and cfg.keypoint.layers == (8, 8)
+        assert cfg.keypoint.num_keypoints == 5 and cfg.num_classes == 2
+        assert cfg.roi_heads.mask_on == masks and cfg.backbone.depth == 18
+        assert cfg.transform.min_size == (640, 672, 704, 736, 768, 800)
+
+
+def test_import_and_load_a_keypoint_model(tmp_path):
+    state = random_state(tiny_bn_keypoints())
+    np.savez(tmp_path / "kp.npz", **torchvision_style(state))
+    report = import_weights(tmp_path / "kp.npz", tmp_path / "out.npz", cfg=tiny_bn_keypoints())
+    assert "Keypoint R-CNN" in report.kind and len(report.mapped) == len(state)
+    model = MaskRCNN(tiny_bn_keypoints())
+    load_checkpoint(str(tmp_path / "out.npz"), model)
+    for k, v in host_state(model).items():
+        np.testing.assert_array_equal(v, state[k])
+
+
+def test_a_branch_the_file_lacks_stays_fresh_and_is_named(tmp_path):
+    """A Keypoint R-CNN file (no mask branch) into the keypoint & mask model, and a Mask
+    R-CNN file into a keypoint model: the other branch keeps its initialisation, named in
+    the report; everything else comes from the file. import_weights still refuses it."""
+    cases = ((tiny_bn_keypoints(), tiny_bn_keypoints(masks=True), "mask"),
+             (tiny_bn(num_classes=2), tiny_bn_keypoints(), "keypoint"))
+    for source, target, branch in cases:
+        state = random_state(source)
+        np.savez(tmp_path / "w.npz", **state)
+        model = MaskRCNN(target)
+        before = host_state(model)
+        report = load_pretrained(model, tmp_path / "w.npz")
+        fresh = {n for names in report.fresh.values() for n in names}
+        assert fresh == {k for k in before if k.startswith(f"roi_heads.{branch}_")}
+        assert any(f"the {branch} branch, which the file does not have" in r
+                   for r in report.fresh)
+        for k, v in host_state(model).items():
+            np.testing.assert_array_equal(v, before[k] if k in fresh else state[k])
+        if branch == "keypoint":  # and the file's mask branch has no place in the model
+            skipped = report.skipped["the mask branch, which the model does not build"]
+            assert sorted(skipped) == sorted(k for k in state if k.startswith("roi_heads.mask"))
+        with pytest.raises(WeightsError, match="missing from the file"):
+            import_weights(tmp_path / "w.npz", tmp_path / "out.npz", cfg=target)
+
+
+def test_other_number_of_keypoints_keeps_the_keypoint_predictor_fresh(tmp_path):
+    np.savez(tmp_path / "w.npz", **random_state(tiny_bn_keypoints(num_keypoints=17)))
+    model = MaskRCNN(tiny_bn_keypoints(num_keypoints=5))
+    report = load_pretrained(model, tmp_path / "w.npz")
+    fresh = sorted(n for names in report.fresh.values() for n in names)
+    assert fresh == ["roi_heads.keypoint_predictor.kps_score_lowres.bias",
+                     "roi_heads.keypoint_predictor.kps_score_lowres.weight"]

@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from npmaskrcnn.backend import Generator, asnumpy
 from npmaskrcnn.config import tiny
@@ -91,3 +92,40 @@ def test_boxes_to_rois():
     rois = boxes_to_rois([np.ones((2, 4)), np.zeros((0, 4)), np.full((1, 4), 3.0)])
     np.testing.assert_array_equal(rois[:, 0], [0, 0, 2])
     assert rois.shape == (3, 5)
+
+
+def test_keypoint_targets_of_the_positives_by_hand():
+    """Two images, one person each, GT box = the only RoI: each positive gets its own
+    person's keypoints as heatmap cells, y_bin * 56 + x_bin with bin = floor((x - x1) * 56 /
+    w); unlabelled (v = 0) keypoints are not valid, and a keypoint on the right edge x = x2
+    belongs to the last bin."""
+    from npmaskrcnn.config import KeypointConfig
+
+    cfg = replace(tiny().roi_heads, batch_size_per_image=4, mask_on=False)
+    h = RoIHeads(cfg, 8, 2, [1 / 4, 1 / 8, 1 / 16, 1 / 32], Generator(0, backend="numpy"),
+                 np.float64, keypoint=KeypointConfig(on=True, num_keypoints=3, layers=(4,)))
+    assert not hasattr(h, "mask_head") and h.heatmap_size == 56
+    boxes = [[[0.0, 0.0, 28.0, 56.0]], [[10.0, 20.0, 24.0, 34.0]]]
+    keypoints = [np.array([[[7.0, 1.0, 2], [28.0, 55.9, 1], [3.0, 3.0, 0]]]),
+                 np.array([[[10.0, 20.0, 2], [17.0, 33.9, 2], [30.0, 21.0, 2]]])]
+    gt = batch_ground_truth([{"boxes": np.array(b), "labels": np.array([1]), "keypoints": k}
+                             for b, k in zip(boxes, keypoints)], np.float64)
+    assert gt.keypoints.shape == (2, 1, 3, 3) and gt.masks is None
+    s = h.select_training_samples(pad_proposals([np.zeros((0, 4))] * 2), gt)
+    assert s.mask_targets is None and s.mask_rois.shape == (2, 5)
+    # image 0: RoI 28 x 56 -> x bins of 0.5 px, y bins of 1 px; image 1: 14 x 14 -> 0.25 px
+    want = [[1 * 56 + 14, 55 * 56 + 55, 0], [0, 55 * 56 + 28, 0]]
+    np.testing.assert_array_equal(asnumpy(s.keypoint_heatmaps), want)
+    np.testing.assert_array_equal(asnumpy(s.keypoint_valid),
+                                  [[True, True, False], [True, True, False]])
+
+
+def test_keypoint_branch_without_ground_truth_keypoints_says_so():
+    from npmaskrcnn.config import KeypointConfig
+
+    h = RoIHeads(tiny().roi_heads, 8, 3, [1 / 4, 1 / 8, 1 / 16, 1 / 32],
+                 Generator(0, backend="numpy"), np.float64,
+                 keypoint=KeypointConfig(on=True, layers=(4,)))
+    gt = gt_of([[[2, 2, 12, 10]]], [[1]])
+    with pytest.raises(ValueError, match="needs ground-truth keypoints"):
+        h.select_training_samples(pad_proposals([np.zeros((0, 4))]), gt)

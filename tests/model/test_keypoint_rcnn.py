@@ -1,0 +1,266 @@
+"""The keypoint model (Keypoint R-CNN, paper section 5): the same ``MaskRCNN`` page with the
+keypoint branch on — gradient check, losses at initialisation, edge cases, backends, the
+mask switch, and parity with torchvision's ``keypointrcnn_resnet50_fpn``."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_mask_rcnn import as_dtype, make_scene  # the scene of the mask model's tests
+
+from npmaskrcnn.backend import asnumpy, backend_name, to_backend
+from npmaskrcnn.config import KeypointConfig, keypoint_mask_r50_fpn, keypoint_r50_fpn, tiny
+from npmaskrcnn.gradcheck import directional_check
+from npmaskrcnn.model.mask_rcnn import MaskRCNN
+from npmaskrcnn.model.targets import batch_ground_truth
+
+COCO_MINI = Path(__file__).parents[2] / ".." / "shared" / "data" / "coco_mini"
+
+
+def tiny_keypoints(masks=True, num_keypoints=5):
+    """``tiny()`` with a two-layer keypoint head of 8 channels (and the mask branch)."""
+    cfg = tiny()
+    cfg.roi_heads.mask_on = masks
+    cfg.keypoint = KeypointConfig(on=True, num_keypoints=num_keypoints, layers=(8, 8))
+    return cfg
+
+
+def keypoint_scene(seed, num_keypoints=5, dtype=np.float64):
+    """``make_scene`` with keypoints: every object gets ``num_keypoints`` points inside its
+    box (off the pixel grid), one of them unlabelled."""
+    img, t = as_dtype(*make_scene(seed), dtype)
+    rng = np.random.default_rng(seed)
+    kps = np.zeros((len(t["boxes"]), num_keypoints, 3), dtype)
+    for g, (x1, y1, x2, y2) in enumerate(t["boxes"]):
+        kps[g, :, 0] = rng.uniform(x1 + 0.3, x2 - 0.3, num_keypoints)
+        kps[g, :, 1] = rng.uniform(y1 + 0.3, y2 - 0.3, num_keypoints)
+        kps[g, :, 2] = 2
+        kps[g, g % num_keypoints] = 0  # not labelled: x = y = v = 0, as COCO
+    return img, {**t, "keypoints": kps}
+
+
+def test_losses_at_initialisation():
+    """The keypoint loss starts near ln(56^2): a softmax over 3136 positions, near uniform."""
+    model = MaskRCNN(tiny_keypoints(), dtype=np.float32)
+    img, t = keypoint_scene(0, dtype=np.float32)
+    losses = model.forward([img], [t])
+    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier",
+                           "loss_box_reg", "loss_mask", "loss_keypoint"}
+    assert abs(float(losses["loss_keypoint"]) - math.log(56 * 56)) < 0.5
+    assert abs(float(losses["loss_mask"]) - math.log(2)) < 0.05
+
+
+def test_whole_keypoint_model_gradient_check_float64():
+    """Directional derivative of the total loss (box, mask and keypoint terms) vs the
+    hand-written backward, for the input and every parameter, samples held fixed."""
+    model = MaskRCNN(tiny_keypoints(), dtype=np.float64)
+    img, t = keypoint_scene(1)
+    noise = np.random.default_rng(5)  # away from kinks (see test_mask_rcnn)
+    img = img + 0.02 * noise.standard_normal(img.shape)
+    for p in model.parameters().values():
+        if p.ndim == 1:
+            p += 0.05 * noise.standard_normal(p.shape)
+    batch, sizes, targets = model.transform([img], [t])
+    gt = batch_ground_truth(targets, batch.dtype)
+    model.zero_grad()
+    losses, samples = model.forward_batch(batch, sizes, gt)
+    assert float(losses["loss_keypoint"]) > 0 and samples.roi.keypoint_valid.any()
+    dbatch = model.backward(input_grad=True)
+
+    def total():
+        model.zero_grad()
+        return model.total_loss(model.forward_batch(batch, sizes, gt, samples)[0])
+
+    grads = {k: v.copy() for k, v in model.gradients().items()}
+
+    def check(arrays, grads_, seed):  # the best of three steps (see test_mask_rcnn)
+        return min(directional_check(total, arrays, grads_, h=h, seed=seed)
+                   for h in (1e-4, 1e-5, 1e-6))
+
+    assert check([batch], [dbatch], 0) < 1e-5
+    seen = {"roi_heads.keypoint_head": 0, "roi_heads.keypoint_predictor": 0,
+            "roi_heads.mask": 0, "backbone.body": 0}
+    for i, (name, p) in enumerate(model.parameters().items()):
+        if name == "roi_heads.keypoint_predictor.kps_score_lowres.bias":
+            # a constant added to a keypoint's 28x28 logits stays a constant after the
+            # bilinear x2 (its weights sum to 1), and a softmax ignores constants: the
+            # gradient is exactly 0, which finite differences can only see as noise
+            assert np.abs(grads[name]).max() < 1e-12 * np.abs(dbatch).max()
+            continue
+        err = check([p], [grads[name]], i)
+        assert err < 1e-5, f"{name}: rel error {err:.2e}"
+        for g in seen:
+            seen[g] += name.startswith(g)
+    assert all(seen.values()), seen
+
+
+def test_keypoint_loss_weight_scales_only_its_gradient():
+    """dloss["loss_keypoint"] = 0 leaves the keypoint head without gradient and the rest
+    as it is; 2 doubles the keypoint head's gradient."""
+    model = MaskRCNN(tiny_keypoints(), dtype=np.float64)
+    img, t = keypoint_scene(2)
+    batch, sizes, targets = model.transform([img], [t])
+    gt = batch_ground_truth(targets, batch.dtype)
+    _, samples = model.forward_batch(batch, sizes, gt)
+    grads = {}
+    for w in (0.0, 1.0, 2.0):
+        model.zero_grad()
+        model.forward_batch(batch, sizes, gt, samples)
+        model.backward({**model.cfg.loss_weights, "loss_keypoint": w})
+        grads[w] = {k: v.copy() for k, v in model.gradients().items()}
+    head = [k for k in grads[1.0] if k.startswith("roi_heads.keypoint")]
+    assert all(np.abs(grads[0.0][k]).max() == 0 for k in head)
+    for k in head:
+        np.testing.assert_allclose(grads[2.0][k], 2 * grads[1.0][k], rtol=1e-12)
+    box = "roi_heads.box_predictor.cls_score.weight"
+    np.testing.assert_allclose(grads[0.0][box], grads[1.0][box], rtol=1e-12)
+
+
+def test_no_objects_or_no_labelled_keypoint_gives_zero_keypoint_loss():
+    model = MaskRCNN(tiny_keypoints())
+    img, t = keypoint_scene(3, dtype=np.float32)
+    empty = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64),
+             "masks": np.zeros((0, 64, 64), np.uint8), "keypoints": np.zeros((0, 5, 3))}
+    unlabelled = {**t, "keypoints": np.zeros_like(t["keypoints"])}
+    for target in (empty, unlabelled):
+        losses = model.forward([img], [target])
+        assert float(losses["loss_keypoint"]) == 0.0
+        assert all(np.isfinite(float(v)) for v in losses.values())
+        model.backward()
+        assert all(np.isfinite(g).all() for g in model.gradients().values())
+
+
+def test_keypoint_only_model_has_no_mask_branch():
+    cfg = tiny_keypoints(masks=False)
+    model = MaskRCNN(cfg)
+    assert not any(k.startswith("roi_heads.mask") for k in model.state_dict())
+    img, t = keypoint_scene(4, dtype=np.float32)
+    losses = model.forward([img], [{k: v for k, v in t.items() if k != "masks"}])
+    assert "loss_mask" not in losses and "loss_keypoint" in losses
+    model.backward()
+    pred = model.predict([img, img[:, :48]])
+    for p, (h, w) in zip(pred, ((64, 64), (48, 64))):
+        assert "masks" not in p
+        d = len(p["boxes"])
+        assert p["keypoints"].shape == (d, 5, 3) and p["keypoints_scores"].shape == (d, 5)
+        # keypoints lie in their boxes (the argmax of a map resized to the box)
+        x, y = p["keypoints"][..., 0], p["keypoints"][..., 1]
+        assert (x >= p["boxes"][:, None, 0] - 1e-4).all() and (x <= p["boxes"][:, None, 2] +
+                                                                1e-4).all()
+        assert (y >= 0).all() and (y <= h).all() and (x <= w).all()
+
+
+def test_keypoints_are_rescaled_to_the_original_image():
+    """The same image at twice its size gives keypoints at twice the coordinates (the
+    model resizes both to 64 px; postprocess scales back)."""
+    model = MaskRCNN(tiny_keypoints(masks=False)).eval()
+    img, _ = keypoint_scene(5, dtype=np.float32)
+    big = img.repeat(2, axis=1).repeat(2, axis=2)
+    small, large = model.predict([img])[0], model.predict([big])[0]
+    assert len(small["boxes"]) > 0
+    np.testing.assert_allclose(large["boxes"], 2 * small["boxes"], rtol=1e-3, atol=0.2)
+    np.testing.assert_allclose(large["keypoints"][..., :2], 2 * small["keypoints"][..., :2],
+                               rtol=1e-3, atol=0.5)
+
+
+def test_keypoint_model_same_numbers_on_every_backend(xp):
+    """Losses, every gradient and the predicted keypoints of one float64 step of the tiny
+    keypoint model equal NumPy's (on CuPy: GPU vs CPU parity)."""
+    img, t = keypoint_scene(6)
+    results = {}
+    for name in ("numpy", backend_name(xp)):
+        model = MaskRCNN(tiny_keypoints(), dtype=np.float64, backend=name)
+        losses = model.forward([to_backend(img, name)],
+                               [{k: to_backend(v, name) for k, v in t.items()}])
+        model.backward()
+        grads = {k: asnumpy(g) for k, g in model.gradients().items()}
+        pred = model.eval().predict([to_backend(img, name)])[0]
+        results[name] = ({k: float(v) for k, v in losses.items()}, grads,
+                         {k: asnumpy(v) for k, v in pred.items()})
+    (l0, g0, p0), (l1, g1, p1) = results["numpy"], results[backend_name(xp)]
+    assert l0.keys() == l1.keys() and all(abs(l0[k] - l1[k]) < 1e-9 for k in l0)
+    assert all(np.allclose(g0[k], g1[k], rtol=1e-7, atol=1e-10) for k in g0)
+    assert p0["keypoints"].shape == p1["keypoints"].shape and p0["keypoints"].shape[0] > 0
+    np.testing.assert_allclose(p0["keypoints"], p1["keypoints"], atol=1e-6)
+    np.testing.assert_allclose(p0["keypoints_scores"], p1["keypoints_scores"], atol=1e-6)
+
+
+def test_presets_have_torchvisions_architecture():
+    """keypoint_r50_fpn: 2 classes, 17 keypoints, 8 x conv 512, no mask branch, the training
+    scales of the paper; keypoint_mask_r50_fpn adds the mask branch."""
+    sd = MaskRCNN(keypoint_r50_fpn()).state_dict()
+    assert len(sd) == 313 and not any(k.startswith("roi_heads.mask") for k in sd)
+    assert sd["roi_heads.keypoint_head.14.weight"].shape == (512, 512, 3, 3)
+    assert sd["roi_heads.keypoint_predictor.kps_score_lowres.weight"].shape == (512, 17, 4, 4)
+    assert sd["roi_heads.box_predictor.cls_score.weight"].shape == (2, 1024)
+    assert keypoint_r50_fpn().transform.min_size == (640, 672, 704, 736, 768, 800)
+    both = MaskRCNN(keypoint_mask_r50_fpn()).state_dict()
+    assert set(both) - set(sd) == {k for k in both if k.startswith("roi_heads.mask")}
+    assert both["roi_heads.mask_predictor.mask_fcn_logits.weight"].shape == (2, 256, 1, 1)
+
+
+def test_state_dict_equals_torchvisions_keys_and_shapes():
+    detection = pytest.importorskip("torchvision.models.detection")
+    tv = detection.keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    theirs = [(k, tuple(v.shape)) for k, v in tv.state_dict().items()
+              if not k.endswith("num_batches_tracked")]
+    ours = [(k, tuple(v.shape)) for k, v in MaskRCNN(keypoint_r50_fpn()).state_dict().items()]
+    assert ours == theirs
+
+
+def _coco_image(name):
+    from PIL import Image
+
+    if not COCO_MINI.is_dir():
+        pytest.skip("shared coco_mini data not present")
+    with Image.open(COCO_MINI / "images" / name) as im:
+        return np.asarray(im.convert("RGB"), np.float64).transpose(2, 0, 1) / 255
+
+
+def test_torchvision_keypointrcnn_weights_give_torchvisions_keypoints(tmp_path):
+    """With the same (random) weights, loaded through the layout table, our keypoint model
+    detects what torchvision's ``keypointrcnn_resnet50_fpn`` detects on real images, in
+    float64: labels equal, boxes, scores, keypoints and keypoint scores to 1e-6."""
+    torch = pytest.importorskip("torch")
+    detection = pytest.importorskip("torchvision.models.detection")
+    from npmaskrcnn.engine.weights import load_pretrained
+
+    images = [_coco_image(n) for n in ("000000005802.jpg", "000000193271.jpg")]
+    torch.manual_seed(0)
+    size = 224  # smaller than 800 and fewer proposals: fast; the same settings on both sides
+    tv = detection.keypointrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, min_size=size, max_size=size,
+        rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100, box_score_thresh=0.0,
+        box_detections_per_img=12)
+    # BatchNorm off the identity (a swapped mean/var would show), and shrinking a little
+    # (weight <= 1 <= var), so that 50 layers of it keep the activations in range
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in tv.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                for name, low, high in (("weight", 0.5, 1.0), ("bias", -0.2, 0.2),
+                                        ("running_mean", -0.2, 0.2), ("running_var", 1.0, 2.0)):
+                    r = torch.rand(getattr(m, name).shape, generator=g)
+                    getattr(m, name).copy_(low + (high - low) * r)
+    torch.save(tv.state_dict(), tmp_path / "keypointrcnn.pth")
+    cfg = keypoint_r50_fpn()
+    cfg.transform.min_size = cfg.transform.max_size = size
+    cfg.rpn.pre_nms_top_n_test, cfg.rpn.post_nms_top_n_test = 300, 100
+    cfg.roi_heads.score_thresh, cfg.roi_heads.detections_per_img = 0.0, 12
+    ours = MaskRCNN(cfg, dtype=np.float64)
+    report = load_pretrained(ours, tmp_path / "keypointrcnn.pth")
+    assert "Keypoint R-CNN" in report.kind and not report.fresh
+
+    with torch.no_grad():
+        want = tv.double().eval()([torch.from_numpy(im) for im in images])
+    got = ours.predict(images)
+    for g, w in zip(got, want):
+        w = {k: v.numpy() for k, v in w.items()}
+        assert len(w["labels"]) == 12
+        np.testing.assert_array_equal(g["labels"], w["labels"])
+        np.testing.assert_allclose(g["scores"], w["scores"], rtol=1e-6)
+        np.testing.assert_allclose(g["boxes"], w["boxes"], rtol=1e-6)
+        np.testing.assert_allclose(g["keypoints"], w["keypoints"], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(g["keypoints_scores"], w["keypoints_scores"], rtol=1e-6,
+                                   atol=1e-6)
