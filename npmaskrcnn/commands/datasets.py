@@ -26,7 +26,7 @@ def make_shapes(a):
 
 def coco_subset(a):
     """Write a COCO subset; an existing OUT is replaced only with --overwrite."""
-    from ..data.coco import make_coco_subset
+    from ..data.coco_subset import make_coco_subset
 
     out = Path(a.out_file)
     if out.is_dir():
