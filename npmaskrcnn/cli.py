@@ -1,6 +1,7 @@
 """The ``npmaskrcnn`` command line: the parser, the commands, and one error path.
 
     npmaskrcnn make-shapes  OUT_DIR            generate the synthetic shapes data (COCO format)
+    npmaskrcnn make-figures OUT_DIR            generate the stick-figure person keypoints
     npmaskrcnn coco-subset  ANN OUT            a small COCO JSON: chosen categories, N images
     npmaskrcnn train        [--ann --images]   train (default: fresh shapes data, shapes preset)
     npmaskrcnn eval         CHECKPOINT ...     COCOeval bbox + segm on a COCO dataset
@@ -19,18 +20,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import sys
 import warnings
 from pathlib import Path
 
 from . import backend as B
+from .commands.arguments import HelpFormatter, Parser, float_in, int_at_least, split_name
 from .commands.common import MIN_INPUT_SIZE, CommandError, given, load_model
 from .config import PRESETS
 from .data.coco import DatasetError
 from .data.images import ImageError
 from .data.shapes import DEFAULT_CLASSES, SHAPE_CLASSES
 from .engine.checkpoint import CheckpointError
+from .engine.rundir import GENERATED
 from .engine.trainer import TrainingDiverged
 from .engine.weight_files import WeightsError
 
@@ -39,10 +41,11 @@ __all__ = ["build_parser", "main", "load_model", "CommandError"]
 EPILOG = """\
 commands:
   make-shapes OUT_DIR             generate the synthetic shapes data (COCO format)
+  make-figures OUT_DIR            generate stick-figure person keypoints (COCO format)
   coco-subset ANN OUT             a small COCO JSON: chosen categories, at most N images
-  train [--ann A --images DIR]    train (default: generated shapes, the shapes preset)
-  eval CHECKPOINT --ann --images  COCO box and mask AP of a checkpoint
-  predict CHECKPOINT IMAGE ...    drawings with the predicted masks + detections.json
+  train [--ann A --images DIR]    train (default: generated shapes; --data figures: keypoints)
+  eval CHECKPOINT --ann --images  COCO box, mask and keypoint AP of a checkpoint
+  predict CHECKPOINT IMAGE ...    drawings with the predicted masks, skeletons + detections
   import-weights SRC OUT.npz      a torchvision weights file as ours (checked, reported)
   ablate [--quick | --full]       the RoIAlign vs RoIPool ablation (paper Table 2)
 
@@ -50,73 +53,6 @@ commands:
 --backend numpy|cupy|cpupy, ablate --backend numpy|cupy. Errors are one line; --debug shows
 the full traceback.
 """
-
-
-class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line plus where to find the options, and that
-    takes no abbreviated option names (``--num`` is not silently ``--num-train``)."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n"
-                     f"'{self.prog} --help' lists the options\n")
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """Every option's default after its help, unless the help already says it or there is
-    none to say (no value, or a switch that is off)."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        default = action.default
-        if ("default" in text or default is None or default is False
-                or default == argparse.SUPPRESS
-                or action.nargs == 0):
-            return text
-        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
-        return f"{text} (default: {shown})"
-
-
-# ---------------------------------------------------------------------------- argument types
-def int_at_least(low: int):
-    """An argparse type: an integer >= ``low``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-    parse.__name__ = f"int >= {low}"
-    return parse
-
-
-def float_in(low: float, high: float = math.inf, low_open: bool = False):
-    """An argparse type: a finite float in [low, high] (or (low, high] with ``low_open``)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value < low or value > high or (low_open and
-                                                                      value == low):
-            bound = f"> {low:g}" if low_open else f">= {low:g}"
-            upper = f" and <= {high:g}" if math.isfinite(high) else ""
-            raise argparse.ArgumentTypeError(f"must be a finite number {bound}{upper}, "
-                                             f"got {text}")
-        return value
-    return parse
-
-
-def split_name(text: str) -> str:
-    """An argparse type: a split name that is a plain folder name."""
-    if not text or text in (".", "..") or "/" in text or "\\" in text:
-        raise argparse.ArgumentTypeError(f"must be a plain folder name, got {text!r}")
-    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a split of that name already in OUT_DIR")
 
+    p = command("make-figures", "generate the stick-figure person-keypoint dataset",
+                "Write PNG images and a COCO person-keypoints JSON of stick figures (the 17 "
+                "COCO keypoints and skeleton, random poses, occlusion with visibility 0/1/2, "
+                "distractors) on textured backgrounds: OUT_DIR/SPLIT/*.png and "
+                "OUT_DIR/annotations/person_keypoints_SPLIT.json.")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write into")
+    p.add_argument("--num-images", type=int_at_least(1), default=200, help="images to draw")
+    p.add_argument("--image-size", type=int_at_least(32), default=160,
+                   help="side of the square images, in pixels")
+    p.add_argument("--split", type=split_name, default="train",
+                   help="name of the split (its folder and JSON name)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed of the data")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a split of that name already in OUT_DIR")
+
     p = command("coco-subset", "write a small COCO subset JSON",
                 "Keep only the chosen categories and at most N images (a seeded choice among "
                 "the images with at least one of them) of a COCO annotation file, e.g. the "
@@ -166,24 +117,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the image choice")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
-    p = command("train", "train Mask R-CNN",
-                "Train on a COCO-format dataset (--ann/--images); with no dataset, generate "
-                "shapes data into OUT/data and train the shapes preset, then evaluate on a "
-                "held-out generated split. A checkpoint is written every --checkpoint-every "
-                "iterations; --resume continues from it exactly.", parents=(common, device))
-    p.add_argument("--ann", help="COCO annotation JSON to train on (default: generated shapes)")
+    p = command("train", "train Mask R-CNN (or Keypoint R-CNN)",
+                "Train on a COCO-format dataset (--ann/--images; a person keypoints file with a "
+                "keypoint preset trains keypoints); with no dataset, generate data into "
+                "OUT/data -- shapes (masks) or, with --data figures, stick figures (person "
+                "keypoints) -- and train its preset, then evaluate on a held-out generated "
+                "split. A checkpoint is written every --checkpoint-every iterations; --resume "
+                "continues from it exactly.", parents=(common, device))
+    p.add_argument("--ann", help="COCO annotation JSON to train on (default: generated data)")
     p.add_argument("--images", help="image folder of --ann")
+    p.add_argument("--data", choices=sorted(GENERATED), default=None,
+                   help="the data to generate without --ann: shapes (masks) or figures "
+                   "(stick-figure person keypoints) (default: shapes)")
     p.add_argument("--val-ann", help="COCO annotation JSON to evaluate on after training "
-                   "(default with generated shapes: a generated validation split)")
+                   "(default with generated data: a generated validation split)")
     p.add_argument("--val-images", help="image folder of --val-ann")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="shapes", help="model preset")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="model preset (default: shapes; figures for --data figures)")
     p.add_argument("--image-size", type=int_at_least(16), default=None,
-                   help="side of the generated shapes images (default 128), and the model's "
-                   "resize when --input-size is not given")
+                   help="side of the generated images (default: 128 for shapes, 160 for "
+                   "figures), and the model's resize with --ann when --input-size is not given")
     p.add_argument("--input-size", type=int_at_least(MIN_INPUT_SIZE), default=None,
                    help="the model's resize: short and long side of the images it sees "
-                   "(default: 1.5 x --image-size for generated shapes, 192 px, as Mask R-CNN "
-                   "upsamples COCO images to 800; with --ann, --image-size or the preset's)")
+                   "(default: 1.5 x --image-size for generated data, 192 px for shapes, as "
+                   "Mask R-CNN upsamples COCO images to 800; with --ann, --image-size or the "
+                   "preset's)")
     p.add_argument("--out", default="runs/shapes", help="run directory (checkpoint, logs)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
@@ -192,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--overwrite", action="store_true",
                        help="start again in an --out that holds a run (replaces its "
                        "checkpoint, log, eval and examples)")
-    p.add_argument("--iters", type=int_at_least(1), default=1500, help="training iterations")
+    p.add_argument("--iters", type=int_at_least(1), default=None,
+                   help="training iterations (default: 1500)")
     p.add_argument("--batch-size", type=int_at_least(1), default=4, help="images per iteration")
     p.add_argument("--lr", type=float_in(0.0, low_open=True), default=0.02,
                    help="learning rate after warm-up")
@@ -205,10 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iterations between two checkpoints (one is also written at the end)")
     p.add_argument("--clip-grad-norm", type=float_in(0.0), default=10.0,
                    help="clip the global gradient norm to this (0: no clipping)")
-    p.add_argument("--num-train", type=int_at_least(1), default=400,
-                   help="generated shapes images to train on")
-    p.add_argument("--num-val", type=int_at_least(1), default=100,
-                   help="generated shapes images to evaluate on")
+    p.add_argument("--num-train", type=int_at_least(1), default=None,
+                   help="generated images to train on (default: 400)")
+    p.add_argument("--num-val", type=int_at_least(1), default=None,
+                   help="generated images to evaluate on (default: 100)")
     p.add_argument("--seed", type=int_at_least(0), default=0,
                    help="seed of the generated data, the initial weights and the batch order")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
@@ -221,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("eval", "COCOeval a checkpoint on a COCO-format dataset",
                 "Predict every image of --ann and score the detections with pycocotools' "
-                "COCOeval: box and mask AP, printed in percent.", parents=(common, device))
+                "COCOeval: box and mask AP, and keypoint AP (OKS) for a keypoint model on "
+                "person keypoints, printed in percent.", parents=(common, device))
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.npz of a run")
     p.add_argument("--ann", required=True, help="COCO annotation JSON with the ground truth")
     p.add_argument("--images", required=True, help="image folder of --ann")
@@ -233,10 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False, description="Runs npmaskrcnn.ablation; "
                    "'npmaskrcnn ablate --help' lists its options.")
 
-    p = command("predict", "draw predicted masks on images",
+    p = command("predict", "draw predicted masks (and skeletons) on images",
                 "Detect objects in image files: one drawing per image (masks, boxes, class and "
-                "score) and detections.json (label, score, box, mask area), in --out. Inputs "
-                "are never overwritten; names that collide get -2, -3, ...",
+                "score, and a keypoint model's skeletons) and detections.json (label, score, "
+                "box, mask area, keypoints), in --out. Inputs are never overwritten; names that "
+                "collide get -2, -3, ...",
                 parents=(common, device))
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.npz of a run")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
@@ -272,9 +233,9 @@ def check_args(parser, a) -> None:
                 sub.error(f"{have[0]} needs {second if have[0] == first else first}")
         if a.backbone_only and not a.weights:
             sub.error("--backbone-only needs --weights")
-        for option in ("--num-train", "--num-val"):
+        for option in ("--num-train", "--num-val", "--data"):
             if a.ann and given(a.argv, option):
-                sub.error(f"{option} is for generated shapes; with --ann it would be ignored")
+                sub.error(f"{option} is for generated data; with --ann it would be ignored")
 
 
 # ---------------------------------------------------------------------------- commands
@@ -286,6 +247,7 @@ def _run(module: str, function: str):
 
 
 COMMANDS = {"make-shapes": _run("datasets", "make_shapes"),
+            "make-figures": _run("datasets", "make_figures"),
             "coco-subset": _run("datasets", "coco_subset"),
             "train": _run("train", "train"), "eval": _run("evaluate", "evaluate_checkpoint"),
             "predict": _run("predict", "predict"),

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .backend import asnumpy
 from .captions import place_captions
+from .skeletons import draw_skeletons
+from .visualize_boxes import show_anchors, show_proposals  # noqa: F401 - part of this page
 
 LOSS_KEYS = ("loss", "loss_objectness", "loss_rpn_box_reg", "loss_classifier",
              "loss_box_reg", "loss_mask")
@@ -143,8 +143,9 @@ def _name(label: int, class_names) -> str:
 
 
 def draw_instances(ax, image, boxes, labels, scores=None, masks=None, class_names=None,
-                   score_thresh=0.5, alpha=0.5):
-    """Draw an image with its instances: translucent masks with contours, boxes, captions.
+                   score_thresh=0.5, alpha=0.5, keypoints=None):
+    """Draw an image with its instances: translucent masks with contours, boxes, captions,
+    and skeletons (:func:`~npmaskrcnn.skeletons.draw_skeletons`).
 
     Args:
         ax: a matplotlib Axes.
@@ -158,6 +159,8 @@ def draw_instances(ax, image, boxes, labels, scores=None, masks=None, class_name
         class_names: index -> name (``CocoDataset.class_names``); None: the index is shown.
         score_thresh: smallest score drawn (ignored without scores).
         alpha: opacity of the masks.
+        keypoints: (D, K, 3) ``x, y, v`` of the instances (a model's when ``scores`` are
+            given), or None.
     Returns:
         The number of instances drawn.
     """
@@ -179,6 +182,8 @@ def draw_instances(ax, image, boxes, labels, scores=None, masks=None, class_name
             _paint(img, binary, color, alpha)
             _outline(ax, binary, step, color)
     ax.imshow(img, extent=(0, width, height, 0), interpolation="nearest")
+    if keypoints is not None:
+        draw_skeletons(ax, asnumpy(keypoints)[kept], colors, predicted=scores is not None)
     texts = []
     for d, color in zip(kept, colors):
         x1, y1, x2, y2 = (float(v) for v in boxes[d])
@@ -219,12 +224,13 @@ def save_figure(fig: Figure, path=None, dpi: int = 100) -> Figure:
 
 
 def show_prediction(image, prediction, class_names=None, path=None, score_thresh=0.5) -> Figure:
-    """One image with a model's detections (``boxes``, ``labels``, ``scores``, ``masks``)."""
+    """One image with a model's detections (``boxes``, ``labels``, ``scores``, ``masks``,
+    ``keypoints``)."""
     fig = _figure(image)
     ax = fig.add_subplot(1, 1, 1)
     shown = draw_instances(ax, image, prediction["boxes"], prediction["labels"],
                            prediction.get("scores"), prediction.get("masks"), class_names,
-                           score_thresh)
+                           score_thresh, keypoints=prediction.get("keypoints"))
     ax.set_title(f"prediction: {_plural(shown, 'detection')}, score >= {score_thresh}",
                  fontsize=9)
     return save_figure(fig, path)
@@ -236,87 +242,13 @@ def show_gt_vs_pred(image, target, prediction, class_names=None, path=None,
     fig = _figure(image, ncols=2)
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     n_gt = draw_instances(left, image, target["boxes"], target["labels"], None,
-                          target.get("masks"), class_names)
+                          target.get("masks"), class_names, keypoints=target.get("keypoints"))
     left.set_title(f"ground truth: {_plural(n_gt, 'instance')}", fontsize=9)
     n_pred = draw_instances(right, image, prediction["boxes"], prediction["labels"],
                             prediction.get("scores"), prediction.get("masks"), class_names,
-                            score_thresh)
+                            score_thresh, keypoints=prediction.get("keypoints"))
     right.set_title(f"prediction: {_plural(n_pred, 'detection')}, score >= {score_thresh}",
                     fontsize=9)
-    return save_figure(fig, path)
-
-
-def _draw_boxes(ax, boxes, values, cmap_name: str, linewidth: float = 0.8):
-    """Unfilled boxes coloured by ``values`` through a colormap; returns the colour norm."""
-    norm = Normalize(vmin=float(values.min()), vmax=float(values.max()))
-    if norm.vmin == norm.vmax:
-        norm = Normalize(vmin=norm.vmin - 1.0, vmax=norm.vmax + 1.0)
-    cmap = matplotlib.colormaps[cmap_name]
-    for box, value in zip(boxes, values):
-        x1, y1, x2, y2 = (float(v) for v in box)
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False,
-                               edgecolor=cmap(norm(value)), linewidth=linewidth))
-    return norm
-
-
-def _colorbar(fig, ax, norm, cmap_name: str, label: str) -> None:
-    mappable = ScalarMappable(norm=norm, cmap=cmap_name)
-    fig.colorbar(mappable, ax=ax, fraction=0.04, pad=0.02, label=label)
-
-
-def show_anchors(image, anchors, path=None, max_anchors=300, seed=0) -> Figure:
-    """Anchors over an image, coloured by size sqrt(w h); the view widens to show boxes that
-    cross the border. With more than ``max_anchors``, a seeded random subset is drawn.
-
-    Args:
-        image: (3, H, W) or (H, W, 3) in [0, 1].
-        anchors: (A, 4) x1y1x2y2 in image pixels (``AnchorGenerator`` output for one image).
-    """
-    img = to_hwc(image)
-    height, width = img.shape[:2]
-    anchors = asnumpy(anchors).reshape(-1, 4).astype(np.float64)
-    total = len(anchors)
-    if total > max_anchors:
-        pick = np.random.default_rng(seed).choice(total, max_anchors, replace=False)
-        anchors = anchors[np.sort(pick)]
-    fig = _figure(image)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(img, extent=(0, width, height, 0), interpolation="nearest")
-    if len(anchors):
-        sizes = np.sqrt((anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1]))
-        norm = _draw_boxes(ax, anchors, sizes, "viridis")
-        centres = (anchors[:, :2] + anchors[:, 2:]) / 2
-        ax.plot(centres[:, 0], centres[:, 1], ".", color="white", markersize=2)
-        _colorbar(fig, ax, norm, "viridis", "anchor size sqrt(wh)")
-        ax.set_xlim(min(0.0, anchors[:, 0].min()), max(width, anchors[:, 2].max()))
-        ax.set_ylim(max(height, anchors[:, 3].max()), min(0.0, anchors[:, 1].min()))
-    ax.set_title(f"{len(anchors)} of {total} anchors", fontsize=9)
-    return save_figure(fig, path)
-
-
-def show_proposals(image, proposals, scores=None, top=50, path=None) -> Figure:
-    """The ``top`` proposals over an image (highest scores first when scores are given),
-    coloured by objectness score, or by rank without scores."""
-    img = to_hwc(image)
-    height, width = img.shape[:2]
-    proposals = asnumpy(proposals).reshape(-1, 4).astype(np.float64)
-    if scores is not None:
-        scores = asnumpy(scores).reshape(-1).astype(np.float64)
-        order = np.argsort(-scores, kind="stable")[:top]
-        proposals, values, label = proposals[order], scores[order], "objectness score"
-    else:
-        proposals = proposals[:top]
-        values, label = -np.arange(len(proposals), dtype=np.float64), "minus rank"
-    fig = _figure(image)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(img, extent=(0, width, height, 0), interpolation="nearest")
-    if len(proposals):
-        norm = _draw_boxes(ax, proposals, values, "plasma", linewidth=1.0)
-        _colorbar(fig, ax, norm, "plasma", label)
-    ax.set_xlim(0, width)
-    ax.set_ylim(height, 0)
-    ax.set_axis_off()
-    ax.set_title(f"top {len(proposals)} proposals", fontsize=9)
     return save_figure(fig, path)
 
 

@@ -197,3 +197,44 @@ def test_import_weights_and_train_from_them(tmp_path, capsys):
     assert _main("eval", tmp_path / "w.npz", "--ann",
                  run / "data" / "annotations" / "instances_val.json", "--images",
                  run / "data" / "val") == 0
+
+
+def test_keypoints_on_generated_stick_figures(tmp_path, capsys):
+    """train --data figures generates stick figures and trains the figures preset by default,
+    then scores keypoint AP; eval scores it again; predict draws skeletons and lists the
+    keypoints."""
+    run = tmp_path / "run"
+    assert _main("train", "--data", "figures", "--image-size", "64", "--iters", "2",
+                 "--warmup", "1", "--batch-size", "1", "--num-train", "2", "--num-val", "2",
+                 "--out", run) == 0
+    out = capsys.readouterr().out
+    assert "generating 2 images of train figures" in out and "training figures (1 class)" in out
+    assert "seen at 96 px" in out  # 1.5 x the 64-px images
+    assert re.search(r"^result: box AP [\d.]+, keypoint AP [\d.]+ \(AP50 [\d.]+ / [\d.]+\) on 2 "
+                     r"images of .*person_keypoints_val.json$", out.splitlines()[-1])
+    assert [line.split()[0] for line in out.splitlines() if "OKS=" in line] == [
+        "AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"]
+    val = run / "data" / "annotations" / "person_keypoints_val.json"
+    assert _main("eval", run / "checkpoint.npz", "--ann", val, "--images", run / "data" / "val",
+                 "--out", tmp_path / "ev") == 0
+    assert "keypoints" in json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    image = next((run / "data" / "val").iterdir())
+    assert _main("predict", run / "checkpoint.npz", image, "--score-thresh", "0",
+                 "--out", tmp_path / "p") == 0
+    dets = json.loads((tmp_path / "p" / "detections.json").read_text())[0]["detections"]
+    assert dets and all(len(d["keypoints"]) == len(d["keypoint_scores"]) == 17 for d in dets)
+    assert "mask_area" not in dets[0]  # the figures preset has no mask branch
+
+
+def test_make_figures_and_a_mask_preset_on_keypoints_warns(tmp_path, capsys):
+    assert _main("make-figures", tmp_path / "f", "--num-images", "2", "--image-size", "64") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("wrote 2 images of stick figures (") and "person_keypoints_train" in out
+    ann = tmp_path / "f" / "annotations" / "person_keypoints_train.json"
+    assert json.loads(ann.read_text())["categories"][0]["name"] == "person"
+    assert _main("train", *TINY, "--ann", ann, "--images", tmp_path / "f" / "train",
+                 "--iters", "1", "--no-eval", "--out", tmp_path / "run") == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if ": warning: " in line]
+    assert len(warned) == 1 and re.search(r"person_keypoints_train.json: \d+ annotation\(s\) have "
+                                          r"keypoints, but the preset tiny has no keypoint "
+                                          r"branch: they are not trained", warned[0])

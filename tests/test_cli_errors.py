@@ -166,7 +166,11 @@ CASES = [
      ["--score-thresh", "<= 1"]),
     ("num-train with ann", lambda w: ["train", "--ann", w.ann, "--images", w.images,
                                       "--num-train", "5"], 2,
-     ["--num-train is for generated shapes"]),
+     ["--num-train is for generated data"]),
+    ("data with ann", lambda w: ["train", "--ann", w.ann, "--images", w.images, "--data",
+                                "figures"], 2, ["--data is for generated data"]),
+    ("unknown data", lambda w: ["train", "--data", "cats"], 2,
+     ["--data", "invalid choice: 'cats'"]),
     ("backend on a host-only command", lambda w: ["make-shapes", w.tmp, "--backend", "numpy"],
      2, ["unrecognized arguments: --backend"]),
     # ---- bad data files and records (status 1) ------------------------------------------
@@ -260,6 +264,21 @@ CASES = [
     ("make-shapes over a split", lambda w: ["make-shapes", w.root / "coco", "--num-images",
                                             "1"], 1,
      ["instances_train.json", "already there; not replaced", "--overwrite"]),
+    ("make-figures over a split", lambda w: _figures_twice(w), 1,
+     ["person_keypoints_train.json", "already there; not replaced", "--overwrite"]),
+    # ---- keypoints (issue 13) ------------------------------------------------------------
+    ("keypoint preset on data without keypoints", lambda w: [
+        "train", *TINY, "--preset", "figures", "--ann", w.ann, "--images", w.images, "--out",
+        w.tmp / "r"], 1,
+     ["instances_train.json: has no keypoints", "the preset figures trains 17",
+      "person keypoints file"]),
+    ("keypoint preset on other keypoints", lambda w: [
+        "train", *TINY, "--preset", "figures", "--ann", w.coco(_three_keypoints), "--images",
+        w.images, "--out", w.tmp / "r"], 1,
+     ["instances.json: has 3 keypoints per instance", "trains 17"]),
+    ("bad keypoint record", lambda w: ["train", "--ann", w.coco(_short_keypoints), "--images",
+                                       w.images, "--out", w.tmp / "r"], 1,
+     ["instances.json: annotation id 1 (image 1): 48 keypoint values, expected 3 x 17"]),
     ("coco-subset over a file", lambda w: ["coco-subset", w.ann, w.file("o.json", b"mine")], 1,
      ["o.json: already exists; not replaced"]),
     ("image size too small for the model", lambda w: _fresh_run(w, "--image-size", "16"), 1,
@@ -303,6 +322,24 @@ CASES = [
         w, "--lr", "1e30", "--clip-grad-norm", "0", "--warmup", "0", "--iters", "3"), 1,
      ["loss is nan", "No checkpoint was written yet", "start again with --overwrite"]),
 ]
+
+
+def _figures_twice(w):
+    assert _main("make-figures", w.tmp / "f", "--num-images", "1", "--image-size", "48") == 0
+    return ["make-figures", w.tmp / "f", "--num-images", "1"]
+
+
+def _short_keypoints(data):
+    """COCO's 17 person keypoints declared, 16 given to the first annotation."""
+    from npmaskrcnn.data.keypoints import KEYPOINT_NAMES
+
+    data["categories"][0]["keypoints"] = list(KEYPOINT_NAMES)
+    data["annotations"][0]["keypoints"] = [1, 2, 2] * 16
+
+
+def _three_keypoints(data):
+    data["categories"][0]["keypoints"] = ["a", "b", "c"]
+    data["annotations"][0]["keypoints"] = [1, 1, 2, 2, 2, 2, 3, 3, 2]
 
 
 def _weights(w, arrays, name="v2.npz"):
@@ -371,7 +408,7 @@ def test_expected_failures_are_one_clear_line(case, world, capsys):
     assert len(errors) == 1, err
     after = err.splitlines()[err.splitlines().index(errors[0]) + 1:]
     assert len(after) <= 1, err  # at most one line of what to do
-    command = argv[0] if argv[0] in ("train", "eval", "predict", "make-shapes",
+    command = argv[0] if argv[0] in ("train", "eval", "predict", "make-shapes", "make-figures",
                                      "coco-subset", "import-weights") else ""
     assert errors[0].startswith(f"npmaskrcnn {command}: error: ".replace("  ", " ")) or \
         errors[0].startswith("npmaskrcnn: error: ")

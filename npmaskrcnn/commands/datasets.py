@@ -1,8 +1,9 @@
-"""``npmaskrcnn make-shapes`` and ``npmaskrcnn coco-subset``: data files, never written over
-unless asked (``--overwrite``)."""
+"""``npmaskrcnn make-shapes``, ``make-figures`` and ``coco-subset``: data files, never written
+over unless asked (``--overwrite``)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .common import CommandError, plural, refuse_file
@@ -24,9 +25,27 @@ def make_shapes(a):
           f"and their annotations to {ann_file}")
 
 
+def make_figures(a):
+    """Generate a split of stick figures; an existing split is replaced only with --overwrite."""
+    from ..data.figures import figures_paths, make_figures_dataset
+
+    out = refuse_file(a.out_dir, "OUT_DIR")
+    ann_file, image_dir = figures_paths(out, a.split)
+    if ann_file.exists() and not a.overwrite:
+        raise CommandError(f"{ann_file}: a '{a.split}' split is already there; not replaced",
+                           hint="add --overwrite to generate it again, or choose another "
+                           "OUT_DIR or --split")
+    make_figures_dataset(out, a.num_images, image_size=a.image_size, seed=a.seed,
+                         split_name=a.split)
+    with open(ann_file, encoding="utf-8") as f:
+        people = len(json.load(f)["annotations"])
+    print(f"wrote {plural(a.num_images, 'image')} of stick figures ({people} persons) to "
+          f"{image_dir} and their annotations to {ann_file}")
+
+
 def coco_subset(a):
     """Write a COCO subset; an existing OUT is replaced only with --overwrite."""
-    from ..data.coco import make_coco_subset
+    from ..data.coco_subset import make_coco_subset
 
     out = Path(a.out_file)
     if out.is_dir():

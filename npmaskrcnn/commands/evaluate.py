@@ -1,4 +1,6 @@
-"""``npmaskrcnn eval``: COCO box and mask AP of a checkpoint, checked against the data first."""
+"""``npmaskrcnn eval``: COCO box, mask and keypoint AP of a checkpoint, checked against the data
+first (classes; the number of keypoints; a keypoint model on data without keypoints is scored
+on its boxes, with a warning)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,10 @@ def evaluate_checkpoint(a):
     elif model.cfg.num_classes != dataset.num_classes:
         raise CommandError(f"{a.checkpoint}: a model of {model.cfg.num_classes - 1} classes, but "
                            f"{a.ann} has {dataset.num_classes - 1}")
+    wanted = model.cfg.keypoint.num_keypoints if model.cfg.keypoint.on else 0
+    if wanted and dataset.num_keypoints not in (0, wanted):
+        raise CommandError(f"{a.checkpoint}: predicts {wanted} keypoints per person, but "
+                           f"{a.ann} has {dataset.num_keypoints}")
     if not dataset.coco.dataset["annotations"]:
         raise CommandError(f"{a.ann}: no annotations to evaluate against (no 'annotations' "
                            "list, or an empty one)")

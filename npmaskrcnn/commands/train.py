@@ -2,10 +2,17 @@
 
 In order, before the first iteration: the run directory (:mod:`npmaskrcnn.engine.rundir`:
 a run there is continued only with ``--resume``, started again only with ``--overwrite``),
-the data (the COCO files and image folders, or generated shapes reused only when made with
-the settings asked for), the validation set and its classes, the model's input size, and on
+the data (the COCO files and image folders, or generated shapes or stick figures, reused
+only when made with the settings asked for), the model against the data (a keypoint preset
+needs keypoints; keypoints a mask preset would not train are counted in a warning),
+``--weights``, the validation set and its classes, the model's input size, and on
 ``--resume`` the checkpoint (readable, same model configuration, same classes; changed
 training settings are printed). So a mistake costs seconds, not a training run.
+
+Without ``--ann`` the data is generated (``--data shapes``, the default, or ``--data
+figures``, the stick-figure person keypoints) and the defaults of ``--preset``,
+``--image-size``, ``--input-size``, ``--num-train``, ``--num-val`` and ``--iters`` are that
+data's (``engine.rundir.GENERATED``).
 
 ``--resume`` takes every option the run was started with from the checkpoint (its
 ``options``), so ``npmaskrcnn train --out DIR --resume`` is enough; options typed again
@@ -17,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 
 from .. import backend as B
 from ..config import PRESETS
-from ..data.shapes import DEFAULT_CLASSES
+from ..data.coco import DatasetWarning
+from ..engine.rundir import GENERATED
 from .common import MIN_INPUT_SIZE, CommandError, command_line, elapsed, plural, refuse_file
 
 # options that are not the run's: they come from the command line of each invocation
@@ -58,17 +67,37 @@ def resume_options(parser, a):
     return merged
 
 
-def _shapes_data(a, out: Path, size: int):
-    """(train set, val ann, val images) of generated shapes in ``out/data``, generated when
-    missing or made with other settings; a resumed run refuses other training data."""
-    from ..data.coco import CocoDataset
-    from ..data.shapes import make_shapes_dataset, shapes_paths
-    from ..engine.rundir import shapes_to_make, wanted_shapes
+def settings(a) -> dict:
+    """The data, preset, sizes, image counts and iterations of this run: the options given,
+    and for the others the defaults of the generated data (``GENERATED``), or with ``--ann``
+    the shapes preset, the preset's own resize and 1500 iterations."""
+    from ..engine.rundir import GENERATED
 
-    data = out / "data"
-    for split, n in (("train", a.num_train), ("val", a.num_val)):
-        ann_file, image_dir = shapes_paths(data, split)
-        make, differences = shapes_to_make(data, split, wanted_shapes(n, size, a.seed))
+    if a.ann:
+        return {"data": None, "preset": a.preset or "shapes", "image_size": a.image_size,
+                "input_size": a.input_size or a.image_size, "iters": a.iters or 1500}
+    g = GENERATED[a.data or "shapes"]
+    image_size = a.image_size or g.image_size
+    # Shapes are drawn at 128 px; the model sees them at 1.5x, so that a small object
+    # covers more cells of the stride-4 P2 map its mask is pooled from: on the validation
+    # shapes, mask AP 0.55 after 1500 iterations at 128 px, 0.60 after 3000, 0.63 after
+    # 1500 at 192 px (about the time of 3000 at 128 px). The stick figures: see the README.
+    return {"data": a.data or "shapes", "preset": a.preset or g.preset,
+            "image_size": image_size, "input_size": a.input_size or int(g.scale * image_size),
+            "num_train": a.num_train or g.num_train, "num_val": a.num_val or g.num_val,
+            "iters": a.iters or g.iters}
+
+
+def _generated_data(a, out: Path, kind: str, size: int, num_train: int, num_val: int):
+    """(train set, val ann, val images) of generated data ``kind`` in ``out/data``, generated
+    when missing or made with other settings; a resumed run refuses other training data."""
+    from ..data.coco import CocoDataset
+    from ..engine.rundir import GENERATED, data_to_make, wanted_data
+
+    data, g = out / "data", GENERATED[kind]
+    for split, n in (("train", num_train), ("val", num_val)):
+        ann_file, image_dir = g.paths(data, split)
+        make, differences = data_to_make(data, kind, split, wanted_data(kind, n, size, a.seed))
         if differences and split == "train" and a.resume:
             raise CommandError(f"{ann_file}: the run's training data was generated with "
                                f"{', '.join(differences)}",
@@ -77,12 +106,12 @@ def _shapes_data(a, out: Path, size: int):
                                "another --out")
         if make:
             why = f" (the {split} data there had {', '.join(differences)})" if differences else ""
-            print(f"generating {plural(n, 'image')} of {split} shapes in {image_dir}{why}")
-            make_shapes_dataset(data, n, image_size=size, seed=a.seed, split_name=split)
+            print(f"generating {plural(n, 'image')} of {split} {kind} in {image_dir}{why}")
+            g.make(data, n, image_size=size, seed=a.seed, split_name=split)
         else:
             print(f"using the {plural(n, 'generated image')} in {image_dir} (same settings)")
-    train_set = CocoDataset(*shapes_paths(data, "train"))
-    return train_set, *(str(p) for p in shapes_paths(data, "val"))
+    train_set = CocoDataset(*g.paths(data, "train"))
+    return train_set, *(str(p) for p in g.paths(data, "val"))
 
 
 def _prepare_out(a, out: Path):
@@ -124,12 +153,10 @@ def train(a) -> None:
 
     out = refuse_file(a.out, "--out")
     meta = _prepare_out(a, out)
-    # Shapes are drawn at 128 px; the model sees them at 1.5x, so that a small object
-    # covers more cells of the stride-4 P2 map its mask is pooled from: on the validation
-    # shapes, mask AP 0.55 after 1500 iterations at 128 px, 0.60 after 3000, 0.63 after
-    # 1500 at 192 px (about the time of 3000 at 128 px).
-    size = a.input_size or (a.image_size if a.ann else int(1.5 * (a.image_size or 128)))
-    if (size or PRESETS[a.preset]().transform.min_size) < MIN_INPUT_SIZE:
+    run = settings(a)
+    size = run["input_size"]
+    smallest = size or min(_sides(PRESETS[run["preset"]]().transform.min_size))
+    if smallest < MIN_INPUT_SIZE:
         raise CommandError(f"--image-size {a.image_size}: the model would see {size}-px images; "
                            f"it needs at least {MIN_INPUT_SIZE} (one cell of its stride-32 "
                            "level)", hint="raise --image-size, or set --input-size")
@@ -139,10 +166,12 @@ def train(a) -> None:
             raise CommandError(f"{a.ann}: no image with an annotation to train on "
                                f"({plural(len(train_set.images), 'image')}, "
                                f"{plural(train_set.num_annotations, 'annotation')} in the file)")
-        num_classes = train_set.num_classes
-    else:
-        num_classes = len(DEFAULT_CLASSES) + 1  # known before the data is generated
-    cfg = PRESETS[a.preset](num_classes=num_classes)
+        num_classes, num_keypoints = train_set.num_classes, train_set.num_keypoints
+    else:  # known before the data is generated
+        classes = GENERATED[run["data"]].classes
+        num_classes, num_keypoints = len(classes) + 1, 17 * (run["data"] == "figures")
+    cfg = PRESETS[run["preset"]](num_classes=num_classes)
+    _check_keypoints(cfg, run["preset"], num_keypoints, a.ann, train_set if a.ann else None)
     if size:
         cfg.transform.min_size = cfg.transform.max_size = size
     cfg.seed = a.seed
@@ -152,7 +181,8 @@ def train(a) -> None:
     if a.ann:
         val_ann, val_images = a.val_ann, a.val_images
     else:
-        train_set, val_ann, val_images = _shapes_data(a, out, a.image_size or 128)
+        train_set, val_ann, val_images = _generated_data(
+            a, out, run["data"], run["image_size"], run["num_train"], run["num_val"])
         val_ann, val_images = a.val_ann or val_ann, a.val_images or val_images
     val_set = None
     if val_ann and not a.no_eval:
@@ -160,8 +190,9 @@ def train(a) -> None:
         if val_set.class_names != train_set.class_names:
             raise CommandError(f"{val_ann}: has the classes {val_set.class_names[1:]}, but the "
                                f"training data has {train_set.class_names[1:]}")
-    steps = tuple(a.steps) if a.steps is not None else (int(0.8 * a.iters), int(0.93 * a.iters))
-    tcfg = TrainConfig(iters=a.iters, batch_size=a.batch_size, lr=a.lr, warmup_iters=a.warmup,
+    iters = run["iters"]
+    steps = tuple(a.steps) if a.steps is not None else (int(0.8 * iters), int(0.93 * iters))
+    tcfg = TrainConfig(iters=iters, batch_size=a.batch_size, lr=a.lr, warmup_iters=a.warmup,
                        steps=steps, checkpoint_every=a.checkpoint_every, seed=a.seed,
                        clip_grad_norm=a.clip_grad_norm or None)
     command = command_line(a.argv)
@@ -188,14 +219,15 @@ def train(a) -> None:
                                f"a new run in another --out (the run began as: {command})"
                                ) from err
         start = int(meta["iteration"])
-        print(f"resuming {trainer.checkpoint_path} at iteration {start} of {a.iters}")
+        print(f"resuming {trainer.checkpoint_path} at iteration {start} of {iters}")
         if changed:
             print(f"changed since the checkpoint: {', '.join(changed)}")
         if start >= a.iters:
             print(f"nothing left to train: the checkpoint is at iteration {start} "
                   f"(raise --iters to train longer)")
-    print(f"training {a.preset} ({plural(train_set.num_classes - 1, 'class')}) on "
-          f"{plural(len(train_set), 'image')} seen at {cfg.transform.min_size} px, "
+    seen = "/".join(map(str, _sides(cfg.transform.min_size)))
+    print(f"training {run['preset']} ({plural(train_set.num_classes - 1, 'class')}) on "
+          f"{plural(len(train_set), 'image')} seen at {seen} px, "
           f"backend {B.get_backend() if a.backend is None else a.backend}; "
           f"a checkpoint every {a.checkpoint_every} iterations in {out}")
     if a.overwrite:
@@ -218,6 +250,30 @@ def train(a) -> None:
     print(format_summary(metrics, percent=True))
     _save_examples(model, val_set, out / "examples", n=6)
     print(f"result: {result_line(metrics)} on {plural(len(val_set), 'image')} of {val_ann}")
+
+
+def _sides(min_size) -> tuple:
+    """A preset's short-side sizes as a tuple (one size, or the training scales)."""
+    return tuple(min_size) if isinstance(min_size, (tuple, list)) else (min_size,)
+
+
+def _check_keypoints(cfg, preset: str, num_keypoints: int, ann, dataset) -> None:
+    """A keypoint preset needs data with COCO's 17 person keypoints; keypoints that a mask
+    preset would not train are counted in a warning."""
+    if cfg.keypoint.on and num_keypoints != cfg.keypoint.num_keypoints:
+        have = f"{num_keypoints} keypoints per instance" if num_keypoints else "no keypoints"
+        raise CommandError(f"{ann}: has {have}, but the preset {preset} trains "
+                           f"{cfg.keypoint.num_keypoints} (COCO's person keypoints, whose "
+                           "left/right swap the training flips use)",
+                           hint="a person keypoints file (--ann person_keypoints_*.json), or "
+                           "a preset without keypoints (shapes, r50_fpn)")
+    if not cfg.keypoint.on and num_keypoints and dataset is not None:
+        n = sum(1 for a in dataset.coco.dataset["annotations"]
+                if any(v > 0 for v in (a.get("keypoints") or [])[2::3]))
+        warnings.warn(DatasetWarning(
+            f"{ann}: {n} annotation(s) have keypoints, but the preset {preset} has no keypoint "
+            "branch: they are not trained (keypoint presets: figures, keypoint_r50_fpn, "
+            "keypoint_mask_r50_fpn)"), stacklevel=2)
 
 
 def _load_weights(a, model) -> dict:

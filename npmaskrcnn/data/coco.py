@@ -1,10 +1,16 @@
-"""COCO-format instance data on pycocotools: a dataset of (image, target) pairs and a subset tool.
+"""COCO-format instance data on pycocotools: a dataset of (image, target) pairs.
 
 Real COCO files and the synthetic shapes set (:mod:`npmaskrcnn.data.shapes`) go through this
 same path. The records are checked once when a file is opened; a bad record raises a
 :class:`DatasetError` that names the file and the record, except where skipping is the design
 (a box that is empty once clipped to its image), which is counted and reported with one
 :class:`DatasetWarning`.
+
+Person keypoints (``person_keypoints_*.json``) are read and checked too: a keypoint array of
+the wrong length or with a visibility other than 0, 1, 2 is a :class:`DatasetError`; labelled
+keypoints outside their image (treated as not labelled) and persons without any labelled
+keypoint (they train boxes and masks only) are counted, each with one :class:`DatasetWarning`.
+The subset tool is :mod:`npmaskrcnn.data.coco_subset`.
 
 Crowd regions (``iscrowd=1``) are kept in the target with ``iscrowd = 1``; :func:`split_crowd`
 separates them from the instances. Training *drops* them, as torchvision does: they are never
@@ -22,7 +28,6 @@ import io
 import json
 import os
 import warnings
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +35,7 @@ import pycocotools.mask as mask_utils
 from pycocotools.coco import COCO
 
 from .images import ImageError, read_image
+from .keypoints import keypoints_problem, outside_image
 
 _PER_INSTANCE = ("boxes", "labels", "masks", "iscrowd", "area", "keypoints")
 
@@ -204,7 +210,10 @@ class CocoDataset:
             :func:`segmentation_problem`), or missing image files.
     Warns:
         DatasetWarning: with the count of annotations dropped because their box is empty
-            once clipped to the image (zero-area boxes, boxes outside the image).
+            once clipped to the image (zero-area boxes, boxes outside the image); with the
+            count of labelled keypoints outside their image (read as not labelled, v = 0);
+            with the count of non-crowd persons (annotations of a keypoint category) without
+            any labelled keypoint.
     """
 
     def __init__(self, ann_file, image_dir, categories=None, skip_empty=False,
@@ -221,7 +230,7 @@ class CocoDataset:
         self.num_annotations = len(data["annotations"])  # in the file, all categories
 
         self._anns = {image_id: [] for image_id in images}
-        dropped = []
+        dropped, self._keypoint_issues = [], {"outside": [], "none": []}
         for ann in data["annotations"]:
             if ann["category_id"] not in self.cat_id_to_contiguous:
                 continue  # filtered out by `categories`, by design: no warning
@@ -229,12 +238,18 @@ class CocoDataset:
                 self._anns[ann["image_id"]].append(ann)
             else:
                 dropped.append(ann["id"])
-        if dropped:
-            warnings.warn(
-                f"{self.ann_file}: dropped {len(dropped)} annotation(s) whose box is empty once "
-                f"clipped to the image (ids {dropped[:10]}{' ...' if len(dropped) > 10 else ''})",
-                DatasetWarning, stacklevel=2,
-            )
+        outside, none = self._keypoint_issues["outside"], self._keypoint_issues["none"]
+        n_out, kinds = sum(n for _, n in outside), "/".join(self._keypoint_names)
+        for ids, what in ((dropped, f"dropped {len(dropped)} annotation(s) whose box is empty "
+                                    "once clipped to the image"),
+                          ([i for i, _ in outside], f"{n_out} labelled keypoint(s) of "
+                           f"{len(outside)} annotation(s) outside their image, read as not "
+                           "labelled"),
+                          (none, f"{len(none)} {kinds} annotation(s) without a labelled "
+                                 "keypoint: they train boxes and masks, not keypoints")):
+            if ids:
+                warnings.warn(f"{self.ann_file}: {what} (ids {ids[:10]}"
+                              f"{' ...' if len(ids) > 10 else ''})", DatasetWarning, stacklevel=2)
         self.image_ids = sorted(
             i for i, anns in self._anns.items()
             if not skip_empty or any(not a.get("iscrowd", 0) for a in anns)
@@ -258,10 +273,16 @@ class CocoDataset:
             self.coco.createIndex()
 
     def _count_keypoints(self, data, by_id) -> int:
-        """Keypoints per instance (17 for COCO persons), or 0 when the file has none."""
-        for cid in self.cat_ids:
-            if by_id[cid].get("keypoints"):
-                return len(by_id[cid]["keypoints"])
+        """Keypoints per instance (17 for COCO persons), or 0 when the file has none; sets
+        ``keypoint_categories``, the ids of the categories that have keypoints (those that
+        declare them, else those whose annotations carry them)."""
+        declared = [cid for cid in self.cat_ids if by_id[cid].get("keypoints")]
+        carried = sorted({a["category_id"] for a in data["annotations"] if a.get("keypoints")
+                          and a.get("category_id") in self.cat_id_to_contiguous})
+        self.keypoint_categories = declared or carried
+        self._keypoint_names = [by_id[c]["name"] for c in self.keypoint_categories]
+        if declared:
+            return len(by_id[declared[0]]["keypoints"])
         for ann in data["annotations"]:
             if ann.get("keypoints") and ann.get("category_id") in self.cat_id_to_contiguous:
                 return len(ann["keypoints"]) // 3
@@ -278,12 +299,24 @@ class CocoDataset:
         problem = segmentation_problem(ann.get("segmentation"), image["height"], image["width"])
         if problem:
             raise DatasetError(f"{where}: {problem}")
-        keypoints = ann.get("keypoints")
-        if keypoints and len(keypoints) != 3 * self.num_keypoints:
-            raise DatasetError(f"{where}: {len(keypoints)} keypoint values, expected "
-                               f"3 x {self.num_keypoints}")
+        self._check_keypoints(ann, where, image["height"], image["width"])
         x1, y1, x2, y2 = _clipped_box(bbox, image["height"], image["width"])
         return x2 > x1 and y2 > y1
+
+    def _check_keypoints(self, ann, where: str, height: int, width: int) -> None:
+        """Raise on a malformed keypoint array; count labelled keypoints outside the image
+        and non-crowd annotations of a keypoint category without any labelled keypoint."""
+        keypoints = ann.get("keypoints")
+        if keypoints:
+            problem = keypoints_problem(keypoints, self.num_keypoints)
+            if problem:
+                raise DatasetError(f"{where}: {problem}")
+            n = int(outside_image(np.reshape(keypoints, (-1, 3)), height, width).sum())
+            if n:
+                self._keypoint_issues["outside"].append((ann["id"], n))
+        if (ann["category_id"] in self.keypoint_categories and not ann.get("iscrowd", 0)
+                and not (keypoints and any(v > 0 for v in keypoints[2::3]))):
+            self._keypoint_issues["none"].append(ann["id"])
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -325,6 +358,7 @@ class CocoDataset:
             for g, a in enumerate(anns):
                 if a.get("keypoints"):
                     keypoints[g] = np.reshape(a["keypoints"], (self.num_keypoints, 3))
+            keypoints[outside_image(keypoints, height, width)] = 0  # counted at construction
             target["keypoints"] = keypoints
         return target
 
@@ -362,70 +396,3 @@ def ignore_mask(target: dict) -> np.ndarray:
     masks = np.asarray(target["masks"])
     crowd = np.asarray(target["iscrowd"]).astype(bool)
     return masks[crowd].any(axis=0) if crowd.any() else np.zeros(masks.shape[1:], dtype=bool)
-
-
-def make_coco_subset(ann_file, out_file, categories=None, max_images=None, seed=0,
-                     keep_empty=False, overwrite=False) -> dict:
-    """Write a COCO JSON with only some categories and at most ``max_images`` images.
-
-    Candidate images are those with at least one annotation of the chosen categories (all
-    images when ``keep_empty``); ``max_images`` of them are drawn without replacement by
-    ``np.random.default_rng(seed)``. The output keeps every top-level key of the input
-    (``info``, ``licenses``, ...), the chosen categories' records (keypoint names and skeleton
-    included), the chosen images and their annotations of those categories, sorted by id. Image
-    files are not copied: the subset refers to the same image folder.
-
-    Args:
-        ann_file: input COCO JSON (never modified).
-        out_file: output path; must differ from ``ann_file``; replaced only if ``overwrite``.
-        categories: names and/or ids to keep (None: all).
-        max_images: most images to keep (None: all candidates).
-        seed: seed of the image draw.
-        keep_empty: also draw from images without any annotation of the chosen categories.
-        overwrite: allow replacing an existing ``out_file``.
-    Returns:
-        Stats: ``images``, ``annotations``, ``crowd``, ``categories`` counts and
-        ``per_category`` {name: annotation count}.
-    """
-    ann_file, out_file = Path(ann_file), Path(out_file)
-    if out_file.resolve() == ann_file.resolve() or (
-        out_file.exists() and ann_file.exists() and os.path.samefile(out_file, ann_file)
-    ):
-        raise DatasetError(f"{out_file}: refusing to write the subset over its input file")
-    if out_file.exists() and not overwrite:
-        raise DatasetError(f"{out_file}: already exists; not replaced (overwrite=True, or "
-                           "--overwrite on the command line, replaces it)")
-    data = load_coco_json(ann_file)
-    images, by_id = _index_records(data, ann_file)
-    keep_cats = set(resolve_categories(categories, by_id, ann_file))
-    annotations = [a for a in data["annotations"] if a["category_id"] in keep_cats]
-    with_anns = {a["image_id"] for a in annotations}
-    candidates = sorted(i for i in images if keep_empty or i in with_anns)
-    if max_images is not None and max_images < len(candidates):
-        picked = np.random.default_rng(seed).choice(len(candidates), max_images, replace=False)
-        candidates = sorted(candidates[int(k)] for k in picked)
-    if not candidates:
-        names = sorted(by_id[c]["name"] for c in keep_cats)
-        raise DatasetError(f"{ann_file}: no image has an annotation of the chosen categories "
-                           f"({', '.join(names[:10])}{' ...' if len(names) > 10 else ''}; "
-                           f"{len(data['annotations'])} annotations in the file); nothing written")
-    chosen = set(candidates)
-
-    subset = {k: v for k, v in data.items()}  # same keys in the same order as the input
-    subset["images"] = [images[i] for i in candidates]
-    subset["annotations"] = sorted((a for a in annotations if a["image_id"] in chosen),
-                                   key=lambda a: a["id"])
-    subset["categories"] = [by_id[c] for c in sorted(keep_cats)]
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(out_file.name + ".tmp")
-    tmp.write_text(json.dumps(subset, separators=(",", ":")), encoding="utf-8")
-    os.replace(tmp, out_file)  # atomic: a reader never sees half a file
-
-    per_category = Counter(by_id[a["category_id"]]["name"] for a in subset["annotations"])
-    return {
-        "images": len(subset["images"]),
-        "annotations": len(subset["annotations"]),
-        "crowd": sum(1 for a in subset["annotations"] if a.get("iscrowd", 0)),
-        "categories": len(subset["categories"]),
-        "per_category": dict(per_category),
-    }

@@ -122,9 +122,10 @@ def predict_image(model, image: np.ndarray, score_thresh: float = 0.0, backend=N
 
     Returns:
         ``boxes`` (D, 4) float32 clipped to the image, ``labels`` (D,) int64, ``scores``
-        (D,) float32 on the host, and ``masks`` a :class:`PastedMasks` of D masks (absent
-        when the model has no mask head). Detections whose clipped box is empty (they lay in
-        the padding of a degenerate image) are left out.
+        (D,) float32 on the host, ``masks`` a :class:`PastedMasks` of D masks (absent
+        when the model has no mask head), and with a keypoint head ``keypoints`` (D, K, 3)
+        and ``keypoints_scores`` (D, K) float32 on the host. Detections whose clipped box is
+        empty (they lay in the padding of a degenerate image) are left out.
     """
     _, height, width = image.shape
     canvas = padded_size(height, width, *model_input_size(model))
@@ -139,6 +140,9 @@ def predict_image(model, image: np.ndarray, score_thresh: float = 0.0, backend=N
     index = np.flatnonzero(keep)
     out = {"boxes": clipped[index], "labels": asnumpy(pred["labels"]).astype(np.int64)[index],
            "scores": scores[index]}
+    for key in ("keypoints", "keypoints_scores"):
+        if pred.get(key) is not None:
+            out[key] = asnumpy(pred[key]).astype(np.float32)[index]
     if pred.get("masks") is not None:
         on_device = to_backend(index, backend_name(pred["masks"]))  # index where the maps are
         out["masks"] = PastedMasks(pred["masks"][on_device], pred["boxes"][on_device], canvas,
@@ -148,7 +152,9 @@ def predict_image(model, image: np.ndarray, score_thresh: float = 0.0, backend=N
 
 def detection_records(pred: dict, class_names) -> list[dict]:
     """JSON-ready records of :func:`predict_image`'s detections: label name, score, box
-    ``[x1, y1, x2, y2]`` in pixels and, with masks, ``mask_area`` in pixels."""
+    ``[x1, y1, x2, y2]`` in pixels, with masks ``mask_area`` in pixels, and with keypoints
+    ``keypoints`` ``[[x, y], ...]`` in pixels and ``keypoint_scores`` (the heatmap logit at
+    each)."""
     records = []
     for d in range(len(pred["scores"])):
         label = int(pred["labels"][d])
@@ -157,5 +163,8 @@ def detection_records(pred: dict, class_names) -> list[dict]:
                   "box": [float(v) for v in pred["boxes"][d]]}
         if "masks" in pred:
             record["mask_area"] = pred["masks"].area(d)
+        if "keypoints" in pred:
+            record["keypoints"] = [[float(x), float(y)] for x, y in pred["keypoints"][d, :, :2]]
+            record["keypoint_scores"] = [float(v) for v in pred["keypoints_scores"][d]]
         records.append(record)
     return records

@@ -121,7 +121,10 @@ class Trainer:
     def save(self) -> None:
         meta = {**self.extra_meta, "iteration": self.iteration, "train": asdict(self.cfg),
                 "model_config": self.model.cfg.to_dict(),
-                "rng_state": self.model.rng.get_state(), "resumes": self.resumes}
+                "rng_state": self.model.rng.get_state(),
+                # the training scale of each image, when the model draws one (min_size tuple)
+                "transform_rng_state": self.model.transform.rng.get_state(),
+                "resumes": self.resumes}
         save_checkpoint(self.checkpoint_path, self.model, self.optimizer, meta)
 
     def check_checkpoint(self, meta: dict) -> list[str]:
@@ -159,6 +162,8 @@ class Trainer:
         self.changed_settings = self.check_checkpoint(read_meta(self.checkpoint_path))
         meta = load_checkpoint(self.checkpoint_path, self.model, self.optimizer)
         self.model.rng.set_state(meta["rng_state"])
+        if "transform_rng_state" in meta:  # older checkpoints: single-scale models only
+            self.model.transform.rng.set_state(meta["transform_rng_state"])
         self.iteration = int(meta["iteration"])
         self.resumes = list(meta.get("resumes", []))
         if self.changed_settings:

@@ -21,9 +21,9 @@ from npmaskrcnn.data.coco import (
     DatasetWarning,
     decode_segmentation,
     ignore_mask,
-    make_coco_subset,
     split_crowd,
 )
+from npmaskrcnn.data.coco_subset import make_coco_subset
 
 COCO_MINI = Path(__file__).parents[2] / ".." / "shared" / "data" / "coco_mini"
 needs_coco_mini = pytest.mark.skipif(
@@ -200,8 +200,10 @@ def test_real_instances(coco_instances):
 
 @needs_coco_mini
 def test_real_keypoints():
-    dataset = CocoDataset(COCO_MINI / "annotations" / "person_keypoints.json",
-                          COCO_MINI / "images")
+    # 37 persons have num_keypoints = 0 in the official file, 3 of them crowd regions
+    with pytest.warns(DatasetWarning, match="34 person annotation"):
+        dataset = CocoDataset(COCO_MINI / "annotations" / "person_keypoints.json",
+                              COCO_MINI / "images")
     raw = json.loads((COCO_MINI / "annotations" / "person_keypoints.json").read_text())
     assert dataset.class_names == ["__background__", "person"] and dataset.num_keypoints == 17
     labelled = 0
@@ -376,3 +378,72 @@ def test_empty_and_out_of_image_boxes_are_dropped_with_a_count(tmp_path):
     assert len(target["boxes"]) == 4 and len(dataset.coco.anns) == 4
     np.testing.assert_array_equal(target["boxes"][-1], [5, 3, 6, 4])
     assert target["masks"].shape == (4, 4, 6)
+
+
+# ---- keypoints -----------------------------------------------------------------------------
+
+
+def _tiny_keypoints(root, change=None, extra=()):
+    """The tiny file with two keypoints ("a", "b") on category 7 (seven): annotation 10 has
+    a at (1, 1) visible and b at (3, 2) occluded; ``change`` updates annotation 10, ``extra``
+    adds annotations."""
+    ann_file, _, _ = _tiny_coco(root)
+    data = json.loads(ann_file.read_text())
+    data["categories"][1]["keypoints"] = ["a", "b"]
+    data["annotations"][0]["keypoints"] = [1, 1, 2, 3, 2, 1]
+    data["annotations"][0].update(change or {})
+    data["annotations"] += [dict(data["annotations"][0], **e) for e in extra]
+    ann_file.write_text(json.dumps(data))
+    return ann_file
+
+
+def test_keypoints_are_read_per_instance(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clean file: no warning
+        dataset = CocoDataset(_tiny_keypoints(tmp_path), tmp_path)
+    assert dataset.num_keypoints == 2 and dataset.keypoint_categories == [7]
+    target = dataset.load_target(0)
+    assert target["keypoints"].shape == (3, 2, 3)  # every instance; zeros without keypoints
+    np.testing.assert_array_equal(target["keypoints"][0], [[1, 1, 2], [3, 2, 1]])
+    assert not target["keypoints"][1:].any()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"keypoints": [1, 1, 2]}, r"instances.json: annotation id 10 \(image 1\): 3 keypoint "
+                               r"values, expected 3 x 2$"),
+    ({"keypoints": [1, 1, 2, 3, 2, 1, 0, 0, 0]}, r"annotation id 10 .*: 9 keypoint values"),
+    ({"keypoints": {"x": 1}}, r"annotation id 10 .*: dict keypoint values, expected 3 x 2"),
+    ({"keypoints": [1, 1, 2, "b", 2, 1]}, r"annotation id 10 .*: keypoints must be finite"),
+    ({"keypoints": [1, 1, 2, 3, 2, 3]}, r"annotation id 10 .*: keypoint 1 has visibility 3; "
+                                        r"COCO's are 0"),
+])
+def test_bad_keypoint_records(tmp_path, change, message):
+    with pytest.raises(DatasetError, match=message):
+        CocoDataset(_tiny_keypoints(tmp_path, change), tmp_path)
+
+
+@pytest.mark.parametrize("change, extra, message, keypoints", [
+    # labelled keypoints outside the 6 x 4 image: counted, then read as not labelled
+    ({"keypoints": [7, 1, 2, 3, -1, 1]}, [{"id": 30, "keypoints": [1, 1, 2, 3, 9, 2]}],
+     r"3 labelled keypoint\(s\) of 2 annotation\(s\) outside their image, read as not "
+     r"labelled \(ids \[10, 30\]\)", [[0, 0, 0], [0, 0, 0]]),
+    # persons without any labelled keypoint: counted (crowd regions are not persons)
+    ({}, [{"id": 31, "keypoints": [0, 0, 0, 0, 0, 0]}, {"id": 32, "keypoints": []},
+          {"id": 33, "keypoints": [], "iscrowd": 1}],
+     r"2 seven annotation\(s\) without a labelled keypoint: they train boxes and masks, "
+     r"not keypoints \(ids \[31, 32\]\)", [[1, 1, 2], [3, 2, 1]]),
+])
+def test_keypoint_problems_are_counted_in_one_warning(tmp_path, change, extra, message,
+                                                      keypoints):
+    ann_file = _tiny_keypoints(tmp_path, change, extra)
+    with pytest.warns(DatasetWarning, match=message) as record:
+        dataset = CocoDataset(ann_file, tmp_path)
+    assert len(record) == 1
+    np.testing.assert_array_equal(dataset.load_target(0)["keypoints"][0], keypoints)
+
+
+def test_a_file_without_keypoints_has_none(tmp_path):
+    ann_file, _, _ = _tiny_coco(tmp_path)
+    dataset = CocoDataset(ann_file, tmp_path)
+    assert dataset.num_keypoints == 0 and dataset.keypoint_categories == []
+    assert "keypoints" not in dataset.load_target(0)

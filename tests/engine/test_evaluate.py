@@ -326,3 +326,107 @@ def test_coco_mini_ground_truth_against_itself():
     print({t: metrics[t]["AP"] for t in metrics})
     assert metrics["bbox"]["AP"] > 0.99
     assert metrics["segm"]["AP"] > 0.99
+
+
+# ---- keypoints (OKS) -------------------------------------------------------------------------
+
+
+def _keypoint_coco(folder: Path, area=400.0):
+    """One 60x80 image, one person (area ``area``) with the 17 COCO keypoints, 16 labelled
+    (the last not: x = y = v = 0), and a second category without keypoints."""
+    from npmaskrcnn.data.keypoints import PERSON_CATEGORY
+
+    rng = np.random.default_rng(0)
+    kps = np.stack([rng.uniform(20, 40, 17), rng.uniform(10, 50, 17), np.full(17, 2.0)], 1)
+    kps[16] = 0
+    data = {
+        "images": [{"id": 1, "file_name": "1.png", "height": 60, "width": 80}],
+        "categories": [PERSON_CATEGORY, {"id": 5, "name": "ball"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [15, 5, 30, 50], "area": area,
+             "iscrowd": 0, "segmentation": _rect_polygon(15, 5, 30, 50),
+             "keypoints": kps.ravel().tolist(), "num_keypoints": 16},
+            {"id": 2, "image_id": 1, "category_id": 5, "bbox": [50, 5, 10, 10], "area": 100.0,
+             "iscrowd": 0, "segmentation": _rect_polygon(50, 5, 10, 10)}],
+    }
+    path = folder / "kp.json"
+    path.write_text(json.dumps(data))
+    Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(folder / "1.png")
+    return path, kps
+
+
+def _oks(d, area):
+    """COCO's OKS of keypoints all moved by d pixels, over the 16 labelled ones (by hand)."""
+    from npmaskrcnn.data.keypoints import COCO_OKS_SIGMAS
+
+    sigmas = np.asarray(COCO_OKS_SIGMAS[:16])
+    return float(np.mean(np.exp(-d ** 2 / (2 * area * (2 * sigmas) ** 2))))
+
+
+def test_keypoint_ap_from_the_oks_by_hand(tmp_path):
+    """One person, one detection whose keypoints are all d pixels off. Matched at every OKS
+    threshold t <= OKS(d), so AP = (number of thresholds 0.50, 0.55, ... <= OKS) / 10; d is
+    chosen (by bisection) to give OKS 0.72: AP 0.5. Unmoved keypoints give AP 1."""
+    path, kps = _keypoint_coco(tmp_path)
+    dataset = CocoDataset(path, tmp_path)
+    assert dataset.num_keypoints == 17 and dataset.keypoint_categories == [1]
+    lo, hi = 0.0, 20.0
+    for _ in range(60):
+        d = (lo + hi) / 2
+        lo, hi = (d, hi) if _oks(d, 400.0) > 0.72 else (lo, d)
+    assert abs(_oks(d, 400.0) - 0.72) < 1e-9
+    for shift, ap in ((0.0, 1.0), (d, 0.5)):
+        moved = kps.copy()
+        moved[:, 0] += shift * (moved[:, 2] > 0)  # a d-pixel move along x
+        pred = {"boxes": np.array([[15, 5, 45, 55]], np.float32), "labels": np.array([1]),
+                "scores": np.array([0.9], np.float32), "keypoints": moved[None]}
+        metrics = evaluate(_ReplayModel([pred]), dataset, progress=False)
+        assert set(metrics) == {"bbox", "keypoints"}
+        assert metrics["keypoints"]["AP"] == pytest.approx(ap)
+        assert set(metrics["keypoints"]) == {"AP", "AP50", "AP75", "APm", "APl", "AR", "AR50",
+                                             "AR75", "ARm", "ARl"}
+
+
+def test_keypoint_records_and_summary(tmp_path):
+    path, kps = _keypoint_coco(tmp_path)
+    pred = {"boxes": np.array([[15, 5, 45, 55]], np.float32), "labels": np.array([1]),
+            "scores": np.array([0.9], np.float32), "keypoints": kps[None]}
+    records = predictions_to_coco([pred], [1], None)
+    assert records[0]["keypoints"] == kps.ravel().tolist()
+    dataset = CocoDataset(path, tmp_path)
+    metrics = evaluate(_ReplayModel([pred]), dataset, progress=False)
+    text = format_summary(metrics, percent=True)
+    assert "AP  @[OKS=0.50:0.95 | area=   all | maxDets= 20]" in text and "keypo" in text
+    # the ball, never detected, halves box AP; keypoint AP is the person's alone
+    assert result_line(metrics) == "box AP 50.0, keypoint AP 100.0 (AP50 50.0 / 100.0)"
+
+
+def test_keypoints_other_than_cocos_need_their_sigmas(tmp_path):
+    path, kps = _keypoint_coco(tmp_path)
+    data = json.loads(path.read_text())
+    data["categories"][0]["keypoints"] = data["categories"][0]["keypoints"][:2]
+    data["annotations"][0]["keypoints"] = kps[:2].ravel().tolist()
+    path.write_text(json.dumps(data))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(path))
+    results = [{"image_id": 1, "category_id": 1, "score": 1.0,
+                "keypoints": kps[:2].ravel().tolist()}]
+    with pytest.raises(ValueError, match="2 keypoints per 'person' and no 'sigmas'"):
+        coco_evaluate(coco, results, iou_types=("keypoints",), verbose=False)
+    data["categories"][0]["sigmas"] = [0.05, 0.05]
+    path.write_text(json.dumps(data))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(path))
+    metrics = coco_evaluate(coco, results, iou_types=("keypoints",), verbose=False)
+    assert metrics["keypoints"]["AP"] == pytest.approx(1.0)
+
+
+def test_keypoint_predictions_without_ground_truth_keypoints_are_not_scored(tiny):
+    coco, path = tiny
+    dataset = CocoDataset(path, path.parent)
+    predictions, _ = _perfect_predictions(coco)
+    for p in predictions:
+        p["keypoints"] = np.zeros((len(p["boxes"]), 17, 3), np.float32)
+    with pytest.warns(UserWarning, match="keypoint evaluation skipped"):
+        metrics = evaluate(_ReplayModel(predictions), dataset, progress=False)
+    assert set(metrics) == {"bbox", "segm"}

@@ -1,12 +1,13 @@
 """Run directories: what counts as a run, what --overwrite removes, when data is remade."""
 
+from npmaskrcnn.data.figures import make_figures_dataset
 from npmaskrcnn.data.shapes import make_shapes_dataset
 from npmaskrcnn.engine.rundir import (
+    data_to_make,
     holds_run,
     remove_run_files,
     run_files,
-    shapes_to_make,
-    wanted_shapes,
+    wanted_data,
 )
 
 
@@ -28,8 +29,18 @@ def test_a_run_is_its_checkpoint_or_log_and_overwrite_removes_only_its_files(tmp
 
 
 def test_generated_data_is_made_when_missing_or_different(tmp_path):
-    assert shapes_to_make(tmp_path, "train", wanted_shapes(2, 32, 0)) == (True, [])
+    assert data_to_make(tmp_path, "shapes", "train", wanted_data("shapes", 2, 32, 0)) == (
+        True, [])
     make_shapes_dataset(tmp_path, 2, image_size=32, seed=0)
-    assert shapes_to_make(tmp_path, "train", wanted_shapes(2, 32, 0)) == (False, [])
-    make, why = shapes_to_make(tmp_path, "train", wanted_shapes(3, 48, 0))
+    assert data_to_make(tmp_path, "shapes", "train", wanted_data("shapes", 2, 32, 0)) == (
+        False, [])
+    make, why = data_to_make(tmp_path, "shapes", "train", wanted_data("shapes", 3, 48, 0))
     assert make and why == ["num_images 2 (asked: 3)", "image_size [32, 32] (asked: [48, 48])"]
+    # the stick figures: their own files in the same folder, their own settings
+    assert data_to_make(tmp_path, "figures", "train", wanted_data("figures", 2, 32, 0)) == (
+        True, [])
+    make_figures_dataset(tmp_path, 2, image_size=32, seed=0, min_height=10, max_height=20)
+    assert data_to_make(tmp_path, "figures", "train", wanted_data("figures", 2, 32, 0)) == (
+        False, [])
+    make, why = data_to_make(tmp_path, "figures", "train", wanted_data("figures", 2, 32, 1))
+    assert make and why == ["seed 0 (asked: 1)"]

@@ -62,17 +62,25 @@ def _cfg(**kw):
                        log_every=1, **kw)
 
 
-def test_kill_and_resume_gives_identical_parameters(shapes_set, tmp_path):
-    full = MaskRCNN(tiny(num_classes=shapes_set.num_classes))
+@pytest.mark.parametrize("scales", [64, (40, 48, 56, 64)])
+def test_kill_and_resume_gives_identical_parameters(shapes_set, tmp_path, scales):
+    """Also with a training scale drawn per image (keypoint_r50_fpn's 640..800): the
+    transform's generator is in the checkpoint too."""
+    def model():
+        cfg = tiny(num_classes=shapes_set.num_classes)
+        cfg.transform.min_size = scales
+        return MaskRCNN(cfg)
+
+    full = model()
     Trainer(full, shapes_set, _cfg(), str(tmp_path / "full"), progress=False).train()
 
     run = tmp_path / "resumed"
-    first = MaskRCNN(tiny(num_classes=shapes_set.num_classes))
+    first = model()
     # checkpoint at iteration 3, then killed while loading the batch of iteration 4
     crashing = CrashingDataset(shapes_set, crash_after=2 * 4 + 1)
     with pytest.raises(Crash):
         Trainer(first, crashing, _cfg(), str(run), progress=False).train()
-    second = MaskRCNN(tiny(num_classes=shapes_set.num_classes))  # a fresh process
+    second = model()  # a fresh process
     trainer = Trainer(second, shapes_set, _cfg(), str(run), progress=False)
     assert trainer.resume() == 3
     trainer.train(resume=True)
