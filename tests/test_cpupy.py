@@ -143,3 +143,14 @@ def test_counting_nests_and_traces(a):
     sites = dict(outer.top_sites("ops"))
     assert len(sites) == 3 and all("test_cpupy.py" in s for s in sites)
     assert sum(sites.values()) == 3
+
+
+def test_a_sequence_is_not_assigned_into_a_device_array():
+    # CuPy reads a list as a host array and refuses it (the GPU-only failure of the keypoint
+    # loss test on 2026-12-04); a device array or a scalar is assigned as in NumPy.
+    a = cp.zeros(5)
+    with pytest.raises(ValueError, match="non-scalar numpy.ndarray cannot be used for fill"):
+        a[:3] = [1.0, 2.0, 3.0]
+    a[:3] = cp.asarray([1.0, 2.0, 3.0])
+    a[3:] = 7.0
+    assert asnumpy(a).tolist() == [1.0, 2.0, 3.0, 7.0, 7.0]

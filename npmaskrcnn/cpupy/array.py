@@ -252,6 +252,9 @@ class ndarray:  # noqa: N801 - CuPy's name
         idx, _, syncs = _index(key)
         if type(value) is np.ndarray:
             raise TypeError(_MIXING)  # CuPy refuses assignment from host arrays
+        if isinstance(value, (list, tuple)):  # CuPy reads a sequence as a host array: refused
+            raise ValueError("non-scalar numpy.ndarray cannot be used for fill "
+                             "(cpupy, as CuPy: assign a device array or a scalar)")
         self._a[idx] = value._a if type(value) is ndarray else value
         if syncs:
             _count("syncs")

@@ -119,7 +119,7 @@ def test_no_valid_keypoint_gives_zero_loss_not_nan(xp):
     kps = xp.asarray(np.zeros((1, 3, 3)))
     kps[0, :, :2] = 50.0  # visible but outside every RoI
     kps[0, 0, 2] = 2
-    kps[0, 1, :] = [7.0, 7.0, 0]  # inside, but not labelled
+    kps[0, 1, :] = xp.asarray([7.0, 7.0, 0])  # inside, but not labelled
     loss, d = keypointrcnn_loss(logits, [rois], [kps], [xp.asarray([0, 0])])
     assert float(loss) == 0.0 and not math.isnan(float(loss))
     assert float(abs(d).max()) == 0.0 and d.shape == logits.shape
