@@ -7,7 +7,7 @@
     npmaskrcnn eval         CHECKPOINT ...     COCOeval bbox + segm on a COCO dataset
     npmaskrcnn predict      CHECKPOINT IMAGES  PNGs with masks drawn + detections JSON
     npmaskrcnn import-weights SRC OUT.npz    torchvision weights -> our weights file
-    npmaskrcnn ablate       [--quick|--full]   the RoIAlign vs RoIPool ablation (Table 2)
+    npmaskrcnn ablate       [--quick|--full]   the RoIAlign vs RoIPool ablation (Tables 2, 6)
 
 Expected failures -- a bad data file or record, a bad checkpoint, a missing file, a refused
 overwrite, a diverged run -- end with one line ``npmaskrcnn <command>: error: <file>:
@@ -47,7 +47,7 @@ commands:
   eval CHECKPOINT --ann --images  COCO box, mask and keypoint AP of a checkpoint
   predict CHECKPOINT IMAGE ...    drawings with the predicted masks, skeletons + detections
   import-weights SRC OUT.npz      a torchvision weights file as ours (checked, reported)
-  ablate [--quick | --full]       the RoIAlign vs RoIPool ablation (paper Table 2)
+  ablate [--quick | --full]       the RoIAlign vs RoIPool ablation (paper Tables 2, 6)
 
 'npmaskrcnn COMMAND --help' lists a command's options; train, eval and predict take
 --backend numpy|cupy|cpupy, ablate --backend numpy|cupy. Errors are one line; --debug shows
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder to write metrics.json and detections.json into")
     p.add_argument("--per-category", action="store_true", help="add AP tables per category")
 
-    sub.add_parser("ablate", help="the RoIAlign vs RoIPool ablation (paper Table 2)",
+    sub.add_parser("ablate", help="the RoIAlign vs RoIPool ablation (paper Tables 2, 6)",
                    add_help=False, description="Runs npmaskrcnn.ablation; "
                    "'npmaskrcnn ablate --help' lists its options.")
 

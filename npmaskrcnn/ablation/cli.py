@@ -17,20 +17,25 @@ from .workers import run_workers, train_runs
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="npmaskrcnn ablate", description="The RoIAlign vs RoIPool ablation (paper Table "
-        "2): train variants that differ only in the RoI op or mask loss, COCOeval each, report.")
+        prog="npmaskrcnn ablate", description="The RoIAlign vs RoIPool ablation (paper Tables "
+        "2 and 6): train variants that differ only in the RoI op or mask loss, COCOeval each, "
+        "report.")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="1 seed, FPN, RoIPool vs "
                       "RoIAlign, two runs at once (minutes; no interval: the report says what "
                       "it cannot decide)")
     mode.add_argument("--full", action="store_true", help="all tables: 2c, aligned, 2d, FPN, "
-                      "2b (hours on a CPU; the README has measured times)")
-    p.add_argument("--tables", nargs="+", choices=sorted(TABLES), help="override the tables")
+                      "2b and 6 (hours on a CPU; the README has measured times)")
+    p.add_argument("--tables", nargs="+", choices=sorted(TABLES), help="override the tables: "
+                   "2c, aligned, 2d, fpn, 2b (masks, on shapes) and 6 (keypoints: RoIPool vs "
+                   "RoIAlign in Keypoint R-CNN, on stick figures)")
     p.add_argument("--out", default=None, help="default runs/ablation[-quick]")
-    p.add_argument("--preset", choices=("shapes", "tiny"), default=None)
+    p.add_argument("--preset", choices=("shapes", "tiny"), default=None, help="the model of "
+                   "the mask tables (default: shapes); Table 6 always trains the figures preset")
     for name, kind in (("seeds", int), ("iters", int), ("batch-size", int), ("num-train", int),
                        ("num-val", int), ("image-size", int), ("large-image-size", int),
-                       ("lr", float), ("warmup", int), ("data-seed", int)):
+                       ("figures-image-size", int), ("lr", float), ("warmup", int),
+                       ("data-seed", int)):
         p.add_argument(f"--{name}", type=kind, default=None, help="override the mode's value")
     p.add_argument("--ann", help="COCO train annotations (instead of generated shapes)")
     p.add_argument("--images")
@@ -52,8 +57,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     mode = "quick" if args.quick else "full" if args.full else "default"
     overrides = {k: getattr(args, k) for k in ("seeds", "iters", "batch_size", "num_train",
-                 "num_val", "image_size", "large_image_size", "lr", "warmup", "preset",
-                 "data_seed")}
+                 "num_val", "image_size", "large_image_size", "figures_image_size", "lr",
+                 "warmup", "preset", "data_seed")}
     plan = replace(MODES[mode], **{k: v for k, v in overrides.items() if v is not None})
     if args.tables:
         plan = replace(plan, tables=tuple(args.tables))

@@ -1,7 +1,8 @@
 """What to run: the modes, the data of each table, and each variant's model configuration.
 
 The data (``DATA``; chosen once, before any run of this design, and not tuned on the
-outcome), all synthetic shapes (:mod:`npmaskrcnn.data.shapes`):
+outcome), synthetic shapes (:mod:`npmaskrcnn.data.shapes`) for the mask tables and
+stick figures (:mod:`npmaskrcnn.data.figures`) for the keypoint table:
 
 - ``small`` (Table 2c, aligned, FPN): :func:`~npmaskrcnn.data.shapes.alignment_settings` for
   stride 16, the paper's Table 2c stride, on 128-px images: squares, rings and crosses, half
@@ -14,6 +15,12 @@ outcome), all synthetic shapes (:mod:`npmaskrcnn.data.shapes`):
   outline (square / rounded square, disc / ring, cross / holed cross), each object placed
   over an earlier object of another class with probability 0.5
   (:func:`~npmaskrcnn.data.shapes.competition_settings`), so that classes compete in a RoI.
+- ``figures`` (Table 6): the stick-figure persons with COCO's 17 keypoints that
+  ``npmaskrcnn train --data figures`` generates (the generator's defaults, 160-px images:
+  ``engine.rundir.GENERATED["figures"]``), seen by the model at 1.5 times their size
+  (240 px) as that command does. Its variants are the ``figures`` preset (Keypoint R-CNN:
+  the FPN model with a keypoint branch of 4 x conv 64, no mask branch) whatever
+  ``--preset`` says, with the variant's RoI op in every RoI branch (box and keypoint).
 
 Budgets (``MODES``): ``--quick`` trains the FPN model's RoIPool and RoIAlign (avg), one seed,
 1200 iterations at batch 2 on 200 images, the two runs at once: about 5 min on 2 cores of
@@ -21,9 +28,10 @@ their own (a first trial of 800 iterations measured 2.2 and 2.9 min of CPU time 
 so 1200 fill the 5 minutes). One seed gives no interval, which its report says. The
 default trains Table 2c's five rows, three seeds, 1500 iterations at batch 2 on 400
 images, a length chosen from pilots on the ``small`` data before the measured runs;
-``--full`` adds aligned=True, Table 2d, FPN and Table 2b, all at the same length: 15
-distinct variants x 3 seeds = 45 runs, reusing the default's run folders. The README gives
-the measured times.
+``--full`` adds aligned=True, Table 2d, FPN, Table 2b and Table 6, all at the same length:
+17 distinct variants x 3 seeds = 51 runs, reusing the default's run folders (``--tables 6``
+trains Table 6's 2 x 3 runs alone, into the same folders). The README gives the measured
+times.
 """
 
 from __future__ import annotations
@@ -44,7 +52,10 @@ from ..data.shapes import (
     shapes_paths,
     shapes_settings,
 )
-from .variants import TABLES, Variant
+from ..engine.rundir import GENERATED
+from .variants import KEYPOINT_DATA, TABLES, Variant
+
+FIGURES = GENERATED["figures"]  # the stick figures as ``npmaskrcnn train --data figures``
 
 
 @dataclass
@@ -59,6 +70,7 @@ class Plan:
     num_val: int
     image_size: int = 128  # the small and compete data
     large_image_size: int = 256  # the large data of Table 2d
+    figures_image_size: int = FIGURES.image_size  # the figures data of Table 6 (160)
     lr: float = 0.02
     warmup: int = 50
     preset: str = "shapes"
@@ -70,7 +82,7 @@ MODES = {  # per-run settings are the same for default and full, so full reuses 
     "quick": Plan(("fpn",), seeds=1, iters=1200, batch_size=2, num_train=200, num_val=40,
                   quick=True),
     "default": Plan(("2c",), seeds=3, iters=1500, batch_size=2, num_train=400, num_val=60),
-    "full": Plan(("2c", "aligned", "2d", "fpn", "2b"), seeds=3, iters=1500, batch_size=2,
+    "full": Plan(("2c", "aligned", "2d", "fpn", "2b", "6"), seeds=3, iters=1500, batch_size=2,
                  num_train=400, num_val=60),
 }
 
@@ -79,7 +91,9 @@ DATA = {  # name: the generator's keyword arguments (the image size is the plan'
     "large": {**alignment_settings(32), "min_size": 24, "max_size": 160,
               "thin_width": (2.0, 4.0)},
     "compete": competition_settings(16),
+    "figures": {},  # make_figures_dataset's defaults, as the train command
 }
+INPUT_SCALE = {"figures": FIGURES.scale}  # the model sees the images at scale x their size
 
 
 def plan_variants(plan: Plan) -> dict:
@@ -92,7 +106,15 @@ def plan_variants(plan: Plan) -> dict:
 
 
 def image_size(data: str, plan: Plan) -> int:
-    return plan.large_image_size if data == "large" else plan.image_size
+    """The side of the generated images of ``data``."""
+    sizes = {"large": plan.large_image_size, "figures": plan.figures_image_size}
+    return sizes.get(data, plan.image_size)
+
+
+def input_size(data: str, plan: Plan) -> int:
+    """The side at which the model sees the images of ``data``: their own for the shapes,
+    1.5 times it for the figures (``int(scale * size)``, as ``npmaskrcnn train``)."""
+    return int(INPUT_SCALE.get(data, 1) * image_size(data, plan))
 
 
 def overlap_fraction(ann_file) -> float:
@@ -115,10 +137,19 @@ def _up_to_date(ann_file: Path, n: int, size: int, seed: int, settings: dict) ->
             all(have.get(k) == v for k, v in want.items()))
 
 
+def keypoint_summary(ann_file) -> str:
+    """How many persons a COCO person-keypoints file holds and how many of their keypoints
+    are labelled (v > 0), on average."""
+    anns = json.loads(Path(ann_file).read_text())["annotations"]
+    labelled = [int(np.count_nonzero(np.asarray(a["keypoints"])[2::3])) for a in anns]
+    mean = float(np.mean(labelled)) if labelled else float("nan")
+    return f"{len(anns)} persons in the training images, {mean:.1f} of 17 keypoints labelled"
+
+
 def prepare_data(args, plan: Plan, out: Path, names) -> dict:
     """{data name: (train set, val set, a one-line description)} for the data ``names``;
-    generates the shapes data in ``out/data/<name>`` unless already there with the same
-    settings. With ``--ann`` every name maps to the given COCO data."""
+    generates the shapes (or stick figures) in ``out/data/<name>`` unless already there with
+    the same settings. With ``--ann`` every name maps to the given COCO data."""
     if args.ann:
         if not (args.images and args.val_ann and args.val_images):
             raise SystemExit("ablate: --ann needs --images, --val-ann and --val-images")
@@ -131,24 +162,35 @@ def prepare_data(args, plan: Plan, out: Path, names) -> dict:
         if name not in DATA:
             raise SystemExit(f"ablate: unknown data {name!r}; choose from {sorted(DATA)}")
         root, size, settings = out / "data" / name, image_size(name, plan), DATA[name]
+        figures = name in KEYPOINT_DATA
+        make, paths = (FIGURES.make, FIGURES.paths) if figures else (make_shapes_dataset,
+                                                                     shapes_paths)
         for split, n in (("train", plan.num_train), ("val", plan.num_val)):
-            if not _up_to_date(shapes_paths(root, split)[0], n, size, plan.data_seed, settings):
-                make_shapes_dataset(root, n, image_size=size, seed=plan.data_seed,
-                                    split_name=split, **settings)
-        train, val = (CocoDataset(*shapes_paths(root, s)) for s in ("train", "val"))
-        share = overlap_fraction(shapes_paths(root, "train")[0])
-        found[name] = (train, val, f"`{name}`: synthetic shapes {settings}, {plan.num_train} "
-                       f"train / {plan.num_val} val images of {size} px, data seed "
+            if not _up_to_date(paths(root, split)[0], n, size, plan.data_seed, settings):
+                make(root, n, image_size=size, seed=plan.data_seed, split_name=split,
+                     **settings)
+        train, val = (CocoDataset(*paths(root, s)) for s in ("train", "val"))
+        counts = f"{plan.num_train} train / {plan.num_val} val images of {size} px"
+        if figures:
+            found[name] = (train, val, f"`{name}`: synthetic stick figures (persons, COCO's 17 "
+                           f"keypoints, the generator's defaults), {counts} seen at "
+                           f"{input_size(name, plan)} px, data seed {plan.data_seed}; "
+                           f"{keypoint_summary(paths(root, 'train')[0])} per person")
+            continue
+        share = overlap_fraction(paths(root, "train")[0])
+        found[name] = (train, val, f"`{name}`: synthetic shapes {settings}, {counts}, data seed "
                        f"{plan.data_seed}; {100 * share:.0f}% of the training objects overlap "
                        f"an object of another class")
     return found
 
 
 def model_config(variant: Variant, plan: Plan, num_classes: int, seed: int) -> MaskRCNNConfig:
-    """The preset with the variant's RoI op / mask loss, at its data's image size, seed
-    ``seed``."""
-    cfg = PRESETS[plan.preset](num_classes=num_classes,
-                               image_size=image_size(variant.data, plan))
+    """The preset with the variant's RoI op / mask loss, at its data's input size, seed
+    ``seed``. On keypoint data the preset is ``figures`` (Keypoint R-CNN, no mask branch)
+    whatever ``plan.preset`` is; the RoI op reaches its box and keypoint poolers alike
+    (``RoIHeads`` builds both from ``roi_heads.pooler``, ``aggregation`` and ``aligned``)."""
+    preset = "figures" if variant.data in KEYPOINT_DATA else plan.preset
+    cfg = PRESETS[preset](num_classes=num_classes, image_size=input_size(variant.data, plan))
     cfg.backbone = replace(cfg.backbone, features=variant.features)
     cfg.roi_heads = replace(cfg.roi_heads, pooler=variant.pooler, aligned=variant.aligned,
                             aggregation=variant.aggregation, mask_loss=variant.mask_loss,

@@ -13,9 +13,20 @@ import numpy as np
 
 from .figure import make_figure
 from .plan import Plan
-from .runs import check_init, collect, paired, value
+from .runs import check_init, collect, has, paired, value
 from .stats import mean_std, paired_interval
-from .variants import DESIGN, METRICS, PAPER, TABLES, Variant, contrasts, label
+from .variants import (
+    DESIGN,
+    KEYPOINT_DATA,
+    PAPER,
+    TABLES,
+    TASK,
+    Variant,
+    contrasts,
+    label,
+    metrics,
+    union_metrics,
+)
 from .verdicts import predictions
 
 
@@ -41,24 +52,31 @@ def _paper(nums) -> str:
     return text + (" · box " + " / ".join(f"{x:.1f}" for x in nums[3:]) if len(nums) > 3 else "")
 
 
+def _column(metric) -> str:
+    """A metric's column: "mask AP", "keypoint AP", "box AP" for AP, else "AP50", "AP75"."""
+    return f"{TASK[metric[0]]} AP" if metric[1] == "AP" else metric[1]
+
+
 def table_markdown(table: str, variants, records: dict) -> list[str]:
     """The table laid out as the paper's, ours (mean ± std over seeds, %) beside the paper's,
-    then the paired differences with their 95% intervals."""
+    then the paired differences with their 95% intervals; mask and box AP, or keypoint and
+    box AP for a keypoint table (:func:`~npmaskrcnn.ablation.variants.metrics`)."""
     roi = table != "2b"
     head = ["RoI op", "align?", "bilinear?", "agg."] if roi else ["mask loss"]
-    cols = ["mask AP", "AP50", "AP75", "box AP", "AP50", "AP75", "seeds", PAPER]
+    ms = metrics(table)
+    cols = [_column(m) for m in ms] + ["seeds", PAPER]
     lines = [f"### {TABLES[table][0]}", "", "| " + " | ".join(head + cols) + " |",
              "|" + "---|" * (len(head) + len(cols))]
     for v in variants:
         runs = records.get(v.key, {})
         cells = ([v.name, "✓" if v.pooler == "align" else "–",
                   "✓" if v.pooler != "pool" else "–", v.aggregation] if roi else [v.name])
-        cells += [_ms([value(r, m) for r in runs.values()]) for m in METRICS]
+        cells += [_ms([value(r, m) for r in runs.values()]) for m in ms]
         lines.append("| " + " | ".join(cells + [str(len(runs)), _paper(v.paper)]) + " |")
     lines += ["", "| paired difference, 95% interval | " + " | ".join(cols[:6]) +
-              f" | {PAPER} Δ mask |", "|---|" + "---|" * 7]
+              f" | {PAPER} Δ {TASK[ms[0][0]]} |", "|---|" + "---|" * 7]
     for a, b in contrasts(table, variants):
-        cells = [_diff(*paired(records, a.key, b.key, m)) for m in METRICS]
+        cells = [_diff(*paired(records, a.key, b.key, m)) for m in ms]
         n = min(len(a.paper), len(b.paper), 3)
         ref = " / ".join(f"{x - y:+.1f}" for x, y in zip(a.paper[:n], b.paper[:n])) or "–"
         lines.append(f"| {label(a)} − {label(b)} | " + " | ".join(cells) + f" | {ref} |")
@@ -95,6 +113,16 @@ def _levels(variants, records: dict) -> list[str]:
     return out + [""] if out else []
 
 
+def _models(plan: Plan, variants) -> str:
+    """The presets the runs train: ``plan.preset`` for mask data, ``figures`` for keypoints."""
+    keypoints = {v.data in KEYPOINT_DATA for v in variants}
+    mask = f"the `{plan.preset}` preset"
+    figures = "the `figures` preset (Keypoint R-CNN: a keypoint branch, no mask branch)"
+    if keypoints == {True}:
+        return figures
+    return mask if keypoints == {False} else f"{mask} (mask tables) and {figures} (Table 6)"
+
+
 def quick_limits(plan: Plan, tables: dict) -> list[str]:
     """What a quick run can show and what it cannot decide (fixed text, not outcomes)."""
     pair = " and ".join(label(v) for vs in tables.values() for v in vs)
@@ -115,15 +143,16 @@ def write_report(out: Path, tables: dict, plan: Plan, data: dict, seconds: float
     name to (train set, val set, description)."""
     variants = {v.key: v for vs in tables.values() for v in vs}
     records = collect(out, variants.values(), plan.seeds)
+    columns = union_metrics(tables)  # a run's cell is empty where its model has no branch
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["variant", "key", *Variant("", "").settings(), "seed",
-                    *(f"{t}_{k}" for t, k in METRICS), "train_seconds", "eval_seconds",
+                    *(f"{t}_{k}" for t, k in columns), "train_seconds", "eval_seconds",
                     "cpu_seconds"])
         for key, by_seed in records.items():
             for s, r in sorted(by_seed.items()):
                 w.writerow([label(variants[key]), key, *variants[key].settings().values(), s,
-                            *(f"{value(r, m):.4f}" for m in METRICS),
+                            *(f"{value(r, m):.4f}" if has(r, m) else "" for m in columns),
                             f"{r['train_seconds']:.1f}", f"{r['eval_seconds']:.1f}",
                             f"{r.get('cpu_seconds', math.nan):.1f}"])
     checked, problems = check_init(records)
@@ -133,7 +162,7 @@ def write_report(out: Path, tables: dict, plan: Plan, data: dict, seconds: float
              f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
              f"backend {backend or os.environ.get('NPMASKRCNN_BACKEND', 'numpy')}. "
              + _cost(records, seconds, workers), "",
-             f"Model: the `{plan.preset}` preset; {plan.iters} iterations of batch "
+             f"Model: {_models(plan, variants.values())}; {plan.iters} iterations of batch "
              f"{plan.batch_size}, lr {plan.lr} (warm-up {plan.warmup}, ×0.1 at 80%), "
              f"{plan.seeds} seed(s). Numbers are COCO AP in %, mean ± std over seeds; "
              f"{PAPER} is the paper's, on COCO, for reference only. The data and the design "
@@ -156,10 +185,10 @@ def write_report(out: Path, tables: dict, plan: Plan, data: dict, seconds: float
                  f"data compared (sha256 of the parameters); " + (
                      "all identical." if not problems else "DIFFERENT: " + "; ".join(problems)))
     lines += ["", "<details><summary>Per-seed numbers</summary>", "",
-              "| variant | seed | " + " | ".join(f"{t} {k}" for t, k in METRICS) + " |",
-              "|---|---|" + "---|" * len(METRICS)]
+              "| variant | seed | " + " | ".join(f"{t} {k}" for t, k in columns) + " |",
+              "|---|---|" + "---|" * len(columns)]
     lines += [f"| {label(variants[k])} [{k}] | {s} | " + " | ".join(
-        f"{100 * value(r, m):.1f}" for m in METRICS) + " |"
+        f"{100 * value(r, m):.1f}" if has(r, m) else "–" for m in columns) + " |"
         for k, rs in records.items() for s, r in sorted(rs.items())]
     lines += ["", "</details>", "", "![ablation](figure.png)", ""]
     text = "\n".join(lines)

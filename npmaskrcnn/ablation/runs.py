@@ -6,7 +6,9 @@ stored per run and checked) and the same batch order (``TrainConfig.seed = k``).
 in ``OUT/<data>/<features>/<variant>/seed<k>/`` (a variant shared by two tables is trained
 once); a run with ``metrics.json`` is finished and skipped, an interrupted one resumes from
 its ``checkpoint.npz``. ``spec.json`` records the variant, the data, the schedule and the
-whole model configuration: a folder made with any other setting is refused.
+whole model configuration: a folder made with any other setting is refused. A run records
+the COCO AP, AP50, AP75 of each branch its model has: mask (``segm``) or keypoints (OKS),
+and boxes (``bbox``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from ..engine.trainer import TrainConfig, Trainer
 from ..files import atomic_write
 from ..model.resize import resize_boxes, resized_image_size
 from .plan import Plan, model_config
-from .variants import METRICS, Variant
+from .variants import Variant
+
+STATS = ("AP", "AP50", "AP75")  # the COCO numbers a run records, per iou type
 
 
 def weight_digests(model) -> dict:
@@ -45,8 +49,9 @@ def rois_per_level(model, dataset) -> list | None:
     """How many ground-truth boxes of ``dataset`` the model's FPN level rule sends to each
     level it pools from (P2, P3, ...), in the model's resized image coordinates; None for a
     single-level model. The positive RoIs the heads train on are these boxes and proposals
-    overlapping them by IoU >= 0.5, so of about their size. No gradient."""
-    pooler = model.roi_heads.mask_roi_pool
+    overlapping them by IoU >= 0.5, so of about their size. The box pooler's rule, which
+    every RoI branch shares (a keypoint model has no mask pooler). No gradient."""
+    pooler = model.roi_heads.box_roi_pool
     if len(pooler.scales) == 1:
         return None
     t = model.cfg.transform
@@ -81,9 +86,12 @@ def run_one(variant: Variant, seed: int, plan: Plan, data, out: Path, backend=No
     train_set, val_set, description = data
     run_dir = out / variant.key / f"seed{seed}"
     cfg = model_config(variant, plan, train_set.num_classes, seed)
+    # the figures' image size only where it matters, so that runs made before Table 6 keep
+    # their spec (and are still found finished, not refused as other settings)
+    skip = ("tables", "seeds", "quick") + ("figures_image_size",) * (variant.data != "figures")
     spec = json.loads(json.dumps({
         "variant": variant.settings(), "seed": seed, "data": description,
-        "train": {k: v for k, v in asdict(plan).items() if k not in ("tables", "seeds", "quick")},
+        "train": {k: v for k, v in asdict(plan).items() if k not in skip},
         "model": cfg.to_dict()}))
     for path in (run_dir / "spec.json", run_dir / "metrics.json"):
         found = json.loads(path.read_text()) if path.exists() else spec
@@ -105,9 +113,11 @@ def run_one(variant: Variant, seed: int, plan: Plan, data, out: Path, backend=No
     trainer.train(resume=resume)
     t1 = time.perf_counter()
     metrics = evaluate(model, val_set, out_dir=run_dir / "eval", progress=False)
+    # the iou types of the model's branches; -1 (COCO's undefined) where COCOeval had none
+    types = ["segm"] * cfg.roi_heads.mask_on + ["keypoints"] * cfg.keypoint.on + ["bbox"]
     record = {"spec": spec, "name": variant.name, "seed": seed, "resumed": resume,
-              "metrics": {t: {k: metrics.get(t, {}).get(k, -1.0) for _, k in METRICS}
-                          for t in ("segm", "bbox")},
+              "metrics": {t: {k: metrics.get(t, {}).get(k, -1.0) for k in STATS}
+                          for t in types},
               "init_digests": digests, "train_seconds": t1 - t0,
               "eval_seconds": time.perf_counter() - t1,
               # CPU time of this process (all its threads): with one thread, about the wall
@@ -130,9 +140,16 @@ def collect(out: Path, variants, seeds: int) -> dict:
 
 
 def value(record: dict, metric) -> float:
-    """A metric of a run as a fraction; NaN where COCO wrote -1 (undefined)."""
-    x = record["metrics"][metric[0]][metric[1]]
+    """A metric of a run as a fraction; NaN where COCO wrote -1 (undefined) or the run's
+    model has no such branch (``has``)."""
+    x = record["metrics"].get(metric[0], {}).get(metric[1], -1.0)
     return math.nan if x < 0 else x
+
+
+def has(record: dict, metric) -> bool:
+    """Whether a run records ``metric``: its model has the branch (keypoint AP of a mask
+    model is not 0 nor undefined, it is not there)."""
+    return metric[1] in record["metrics"].get(metric[0], {})
 
 
 def mean_over_seeds(records: dict, key: str, metric) -> float:

@@ -1,35 +1,44 @@
 """What the ablation compares: the variants of each table, the data each table is trained
-on, what each table tests, and the paper's numbers.
+on, what each table tests, the metrics it reports, and the paper's numbers.
 
 A variant differs from the others of its table only in the RoI operation (Table 2c:
 RoIPool, RoIWarp max/avg, RoIAlign max/avg, plus RoIAlign ``aligned=True``; Table 2d:
-stride 16 and stride 32; FPN) or only in the mask loss (Table 2b). The "C4" and "C5"
+stride 16 and stride 32; FPN; Table 6: RoIPool vs RoIAlign in Keypoint R-CNN) or only in
+the mask loss (Table 2b). The "C4" and "C5"
 variants are *single-level* models: the shapes preset's backbone cut at C4 (stride 16) or
 C5 (stride 32), pooled from that one map with the FPN model's box and mask heads. The
 paper's R50-C4 has a res5 head after the RoI pooling instead; its numbers stand beside ours
 only for the direction and the shape of the differences, never as comparable values.
 
 Each variant names its data (``plan.DATA``): ``small`` (Table 2c, aligned, FPN), ``large``
-(Table 2d) or ``compete`` (Table 2b); a run is a variant on its data, so equal settings on
-other data are other runs.
+(Table 2d), ``compete`` (Table 2b) or ``figures`` (Table 6: stick-figure persons with
+COCO's 17 keypoints); a run is a variant on its data, so equal settings on other data are
+other runs. A variant on keypoint data (``KEYPOINT_DATA``) is the ``figures`` preset's
+Keypoint R-CNN (the FPN model with the keypoint branch and no mask branch), so its table
+reports keypoint AP (COCO's OKS) where the others report mask AP (:func:`metrics`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-METRICS = (("segm", "AP"), ("segm", "AP50"), ("segm", "AP75"),
-           ("bbox", "AP"), ("bbox", "AP50"), ("bbox", "AP75"))
+BOX_METRICS = (("bbox", "AP"), ("bbox", "AP50"), ("bbox", "AP75"))
+METRICS = (("segm", "AP"), ("segm", "AP50"), ("segm", "AP75")) + BOX_METRICS  # mask tables
+KEYPOINT_METRICS = (("keypoints", "AP"), ("keypoints", "AP50"), ("keypoints", "AP75")) + \
+    BOX_METRICS
+KEYPOINT_DATA = ("figures",)  # persons with keypoints: trained with the keypoint branch
+TASK = {"segm": "mask", "keypoints": "keypoint", "bbox": "box"}  # a metric type in words
 PAPER = "paper (COCO, R50)"
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One model setting; ``paper`` holds the paper's mask (+ box) AP, AP50, AP75 in %."""
+    """One model setting; ``paper`` holds the paper's mask (or keypoint) (+ box) AP, AP50,
+    AP75 in %."""
 
     name: str
     features: str  # "c4" (stride 16) | "c5" (stride 32) | "fpn"
-    data: str = "small"  # "small" | "large" | "compete": see plan.DATA
+    data: str = "small"  # "small" | "large" | "compete" | "figures": see plan.DATA
     pooler: str = "align"
     aggregation: str = "avg"
     aligned: bool = False
@@ -56,7 +65,7 @@ def _v(name, features, pooler="align", aggregation="avg", paper=(), **kw) -> Var
 
 POOL, ALIGN = "RoIPool", "RoIAlign"
 C4_POOL, C4_ALIGN = (26.9, 48.8, 26.4), (30.3, 51.2, 31.5)  # Table 2c
-TABLES = {  # paper numbers: Table 2 of He et al. 2017 and the text of section 4.2
+TABLES = {  # paper numbers: Tables 2 and 6 of He et al. 2017 and the text of section 4.2
     "2c": ("Table 2c: the RoI operation at stride 16 (single-level C4, no res5 head)", [
         _v(POOL, "c4", "pool", "max", C4_POOL),
         _v("RoIWarp", "c4", "warp", "max", (27.2, 49.2, 27.1)),
@@ -84,6 +93,9 @@ TABLES = {  # paper numbers: Table 2 of He et al. 2017 and the text of section 4
            data="compete"),
         _v("sigmoid, class-agnostic", "c4", class_agnostic_mask=True, paper=(29.7,),
            data="compete")]),
+    "6": ("Table 6: RoIPool vs RoIAlign for keypoints (Keypoint R-CNN, FPN, stick figures)", [
+        _v(POOL, "fpn", "pool", "max", (59.8, 86.2, 66.7), data="figures"),
+        _v(ALIGN, "fpn", "align", "avg", (64.2, 86.6, 69.7), data="figures")]),
 }
 
 DESIGN = {  # what each table tests, printed beside it (fixed before any run of this design)
@@ -101,7 +113,26 @@ DESIGN = {  # what each table tests, printed beside it (fixed before any run of 
     "2b": "Both losses train on the same soft targets (the GT mask RoIAligned onto the RoI), "
           "on the `compete` data: six classes in three pairs that share an outline, and at "
           "least 30% of the objects over an object of another class.",
+    "6": "The `figures` preset's Keypoint R-CNN (the FPN model of the shapes tables with a "
+         "keypoint branch of 4 x conv 64 and no mask branch) on the `figures` data (stick-"
+         "figure persons with COCO's 17 keypoints, the images seen at 1.5 times their size, "
+         "as `npmaskrcnn train --data figures` sees them: 160 px at 240 px). The RoI op "
+         "(RoIPool max vs RoIAlign avg) is that of every RoI branch, the box pooler and the "
+         "keypoint pooler alike; everything else is equal. Scored by "
+         "keypoint AP (COCO's OKS) and box AP.",
 }
+
+
+def metrics(table: str) -> tuple:
+    """The ((iou type, stat), ...) a table reports: keypoint and box AP, AP50, AP75 for a
+    table on keypoint data (Table 6), mask and box AP, AP50, AP75 for the others."""
+    keypoints = any(v.data in KEYPOINT_DATA for v in TABLES[table][1])
+    return KEYPOINT_METRICS if keypoints else METRICS
+
+
+def union_metrics(tables) -> tuple:
+    """The metrics of ``tables`` in order, each once (the columns of results.csv)."""
+    return tuple(dict.fromkeys(m for t in tables for m in metrics(t)))
 
 
 def contrasts(table: str, variants) -> list:

@@ -19,12 +19,13 @@ import numpy as np
 
 from .runs import mean_over_seeds, value
 from .stats import mean_std, paired_interval
-from .variants import METRICS
+from .variants import KEYPOINT_DATA, KEYPOINT_METRICS, METRICS
 
-MIN_AP = 0.01  # below 1 point of mask AP a model has learned too little to compare
+MIN_AP = 0.01  # below 1 point of mask (keypoint) AP a model has learned too little to compare
 EPS = 1e-9  # differences of AP smaller than this are rounding, not a sign
 AP, AP50, AP75 = METRICS[:3]
 BOX_AP = METRICS[3]
+KP_AP, KP_AP50, KP_AP75 = KEYPOINT_METRICS[:3]
 
 # the runs each claim reads, <data>/<features>/<variant> (variants.Variant.key)
 POOL16, ALIGN16, WARP16 = "small/c4/pool-max", "small/c4/align-avg", "small/c4/warp-max"
@@ -32,6 +33,7 @@ FPN = ("small/fpn/align-avg", "small/fpn/pool-max")
 LARGE16 = ("large/c4/align-avg", "large/c4/pool-max")
 LARGE32 = ("large/c5/align-avg", "large/c5/pool-max")
 SIGMOID, SOFTMAX = "compete/c4/align-avg", "compete/c4/align-avg-softmax"
+FIGURES = ("figures/fpn/align-avg", "figures/fpn/pool-max")  # Table 6: keypoint AP
 
 
 def pct(x) -> str:
@@ -59,18 +61,19 @@ def predictions(records: dict) -> tuple[list[str], list[tuple[str, str]]]:
     """The paper's predictions checked against ``records`` ({run key: {seed: metrics.json}}).
 
     Returns (verdict lines, notes); a note is ("computed" | "hypothesis", text). A prediction
-    whose runs are missing is left out; one whose models all stay below ``MIN_AP`` mask AP,
-    or that needs an interval from one seed, is reported as not tested.
+    whose runs are missing is left out; one whose models all stay below ``MIN_AP`` mask AP
+    (keypoint AP for Table 6), or that needs an interval from one seed, is reported as not
+    tested.
     """
     lines, notes = [], []
 
-    def testable(claim, keys):
+    def testable(claim, keys, metric=AP, unit="mask AP"):
         if not set(keys) <= set(records):
             return False
-        best = max(mean_over_seeds(records, k, AP) for k in keys)
+        best = max(mean_over_seeds(records, k, metric) for k in keys)
         if best < MIN_AP:
             lines.append(f"- **{claim}**: not tested (the models learned too little: best mean "
-                         f"mask AP {100 * best:.1f} < {100 * MIN_AP:.0f}).")
+                         f"{unit} {100 * best:.1f} < {100 * MIN_AP:.0f}).")
         return best >= MIN_AP
 
     def one_seed(claim, d, unit="mask AP"):
@@ -179,7 +182,23 @@ def predictions(records: dict) -> tuple[list[str], list[tuple[str, str]]]:
                   for name, m in (("AP50", AP50), ("AP75", AP75), ("box AP", BOX_AP))}
             notes.append(("computed", "sigmoid − softmax, means over seeds: " + ", ".join(
                 f"{v} {k}" for k, v in at.items()) + "."))
-    best = max((mean_over_seeds(records, k, AP) for k in records), default=math.nan)
+    claim = "RoIAlign > RoIPool for keypoints (Table 6: +4.4 keypoint AP)"
+    if testable(claim, FIGURES, KP_AP, "keypoint AP"):
+        d = gains(records, *FIGURES, KP_AP)
+        if not one_seed(claim, d, "keypoint AP"):
+            judge(claim, d, f"{pct(np.mean(d))} keypoint AP")
+    claim = "the keypoint gain is larger at AP75 than at AP50 (Table 6: +3.0 vs +0.4)"
+    if testable(claim, FIGURES, KP_AP, "keypoint AP"):
+        g75, g50 = (gains(records, *FIGURES, m) for m in (KP_AP75, KP_AP50))
+        detail = f"{pct(np.mean(g75))} at AP75 vs {pct(np.mean(g50))} at AP50"
+        if len(g75) < 2:
+            lines.append(f"- **{claim}**: not tested (one seed gives no interval; {detail}).")
+        elif judge(claim, g75 - g50, detail) != "reproduces":
+            low = max(mean_over_seeds(records, FIGURES[1], KP_AP75), 0)
+            notes.append(("computed", f"RoIPool's keypoint AP75 is {100 * low:.1f} (mean over "
+                          "seeds)."))
+    masks = [k for k in records if k.split("/")[0] not in KEYPOINT_DATA]
+    best = max((mean_over_seeds(records, k, AP) for k in masks), default=math.nan)
     if notes and best < 0.1:
         notes[:0] = [("computed", f"The best model's mean mask AP is {100 * best:.1f}."),
                      ("hypothesis", "At this training length every model is weak and the "

@@ -1,5 +1,6 @@
 """Tests for npmaskrcnn/ablation/verdicts.py (and runs.check_init, variants.TABLES)."""
 
+import warnings
 
 from npmaskrcnn.ablation.runs import check_init
 from npmaskrcnn.ablation.variants import TABLES
@@ -182,3 +183,31 @@ def test_ap75_vs_ap50_gain_needs_an_interval_excluding_zero():
     print(text)
     assert "AP75 than at AP50**: not shown (+5.7 at AP75 vs +5.0 at AP50; 95% interval of " \
         "the difference [-7.3, +8.7], 3 seeds)" in text
+
+
+def _keypoint_runs(values):
+    """Runs of a Keypoint R-CNN: keypoint and box AP, no mask AP."""
+    return {s: {"seed": s, "metrics": {"keypoints": dict(zip(("AP", "AP50", "AP75"), v)),
+                                       "bbox": {"AP": 0.5, "AP50": 0.8, "AP75": 0.5}}}
+            for s, v in enumerate(values)}
+
+
+def test_table6_claims_read_keypoint_ap():
+    pool = [(0.40, 0.80, 0.40), (0.42, 0.81, 0.42), (0.41, 0.80, 0.41)]
+    align = [(0.45, 0.81, 0.47), (0.46, 0.82, 0.48), (0.46, 0.80, 0.47)]
+    records = {"figures/fpn/pool-max": _keypoint_runs(pool),
+               "figures/fpn/align-avg": _keypoint_runs(align)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no mean over the missing mask AP of these runs
+        lines, why = predictions(records)
+    print("\n".join(lines))
+    assert len(lines) == 2 and why == []
+    assert lines[0].startswith("- **RoIAlign > RoIPool for keypoints (Table 6: +4.4 keypoint "
+                               "AP)**: reproduces (+4.7 keypoint AP;")
+    assert lines[1].startswith("- **the keypoint gain is larger at AP75 than at AP50 (Table 6: "
+                               "+3.0 vs +0.4)**: reproduces (+6.3 at AP75 vs +0.7 at AP50;")
+    records = {k: {0: r[0]} for k, r in records.items()}
+    lines, _ = predictions(records)
+    assert lines[0].endswith("not tested (one seed gives no interval; the point estimate is "
+                             "+5.0 keypoint AP).")
+    assert "not tested (one seed gives no interval; +7.0 at AP75 vs +1.0 at AP50)" in lines[1]
