@@ -34,17 +34,21 @@ the image. Host-only NumPy code; no gradient flows here.
 
 from __future__ import annotations
 
-import json
 import os
-import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .keypoints import KEYPOINT_NAMES, PERSON_CATEGORY, SKELETON  # noqa: F401 - re-exported
 from .raster import primitive_extent, primitives_coverage, shift_primitive
-from .shapes import SHAPE_CLASSES, _background, _pick_colour, mask_to_annotation, shape_coverage
+from .shapes import (
+    SHAPE_CLASSES,
+    _background,
+    _pick_colour,
+    mask_to_annotation,
+    shape_coverage,
+    write_generated_split,
+)
 from .stick_figure import figure_skeleton, random_pose, unit_direction
 
 DISTRACTOR_KINDS = SHAPE_CLASSES + ("stick",)
@@ -260,41 +264,21 @@ def make_figures_dataset(
     if not 0 <= min_figures <= max_figures:
         raise ValueError(f"need 0 <= min_figures <= max_figures, got {min_figures}, {max_figures}")
     height, width = (image_size, image_size) if np.isscalar(image_size) else image_size
-    ann_file, image_dir = figures_paths(out_dir, split_name)
-    image_dir.mkdir(parents=True, exist_ok=True)
-    ann_file.parent.mkdir(parents=True, exist_ok=True)
-    split_key = zlib.crc32(split_name.encode("utf-8"))
-    images, annotations = [], []
-    for i in range(num_images):
-        rng = np.random.default_rng([seed, split_key, i])
+
+    def draw(rng):
         num_figures = int(rng.integers(min_figures, max_figures + 1))
         num_distractors = int(rng.integers(0, max_distractors + 1))
         image, masks, keypoints = generate_figures_image(
             rng, (height, width), num_figures, num_distractors, **image_kwargs)
-        image_id = i + 1
-        file_name = f"{image_id:06d}.png"
-        Image.fromarray(image).save(image_dir / file_name, format="PNG")
-        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
-        for mask, kps in zip(masks, keypoints):
-            record = {"id": len(annotations) + 1, "image_id": image_id, "category_id": 1}
-            record.update(mask_to_annotation(mask))
-            record["iscrowd"] = 0
-            record["keypoints"] = [float(v) for v in kps.ravel()]
-            record["num_keypoints"] = int((kps[:, 2] > 0).sum())
-            annotations.append(record)
+        return image, [{"category_id": 1, **mask_to_annotation(mask), "iscrowd": 0,
+                        "keypoints": [float(v) for v in kps.ravel()],
+                        "num_keypoints": int((kps[:, 2] > 0).sum())}
+                       for mask, kps in zip(masks, keypoints)]
+
     generator = {"seed": seed, "image_size": [height, width], "min_figures": min_figures,
                  "max_figures": max_figures, "max_distractors": max_distractors}
     generator.update(image_kwargs)
-    dataset = {
-        "info": {"description": f"npmaskrcnn synthetic stick figures, split {split_name!r}",
-                 "version": "1.0", "contributor": "npmaskrcnn.data.figures",
-                 "generator": generator},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": [PERSON_CATEGORY],
-    }
-    tmp = ann_file.with_name(ann_file.name + ".tmp")  # renamed: never half a file
-    tmp.write_text(json.dumps(dataset, separators=(",", ":")))
-    os.replace(tmp, ann_file)
-    return ann_file
+    info = {"description": f"npmaskrcnn synthetic stick figures, split {split_name!r}",
+            "version": "1.0", "contributor": "npmaskrcnn.data.figures", "generator": generator}
+    return write_generated_split(figures_paths(out_dir, split_name), split_name, num_images,
+                                 seed, (height, width), draw, info, [PERSON_CATEGORY])

@@ -335,45 +335,58 @@ def make_shapes_dataset(
     if not 0 <= min_objects <= max_objects:
         raise ValueError(f"need 0 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
     height, width = (image_size, image_size) if np.isscalar(image_size) else image_size
-    ann_file, image_dir = shapes_paths(out_dir, split_name)
-    image_dir.mkdir(parents=True, exist_ok=True)
-    ann_file.parent.mkdir(parents=True, exist_ok=True)
-    split_key = zlib.crc32(split_name.encode("utf-8"))
 
-    images, annotations = [], []
-    for i in range(num_images):
-        rng = np.random.default_rng([seed, split_key, i])
+    def draw(rng):
         num_objects = int(rng.integers(min_objects, max_objects + 1))
         image, masks, labels = generate_shapes_image(
             rng, (height, width), num_objects, classes, min_size, max_size, **image_kwargs
         )
-        image_id = i + 1
-        file_name = f"{image_id:06d}.png"
-        Image.fromarray(image).save(image_dir / file_name, format="PNG")
-        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
-        for mask, label in zip(masks, labels):
-            record = {"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label)}
-            record.update(mask_to_annotation(mask))
-            record["iscrowd"] = 0
-            annotations.append(record)
+        return image, [{"category_id": int(label), **mask_to_annotation(mask), "iscrowd": 0}
+                       for mask, label in zip(masks, labels)]
 
     generator = {"seed": seed, "image_size": [height, width], "min_objects": min_objects,
                  "max_objects": max_objects, "min_size": min_size, "max_size": max_size}
     generator.update({k: list(v) if isinstance(v, tuple) else v for k, v in image_kwargs.items()})
-    dataset = {
-        "info": {
-            "description": f"npmaskrcnn synthetic shapes, split {split_name!r}",
-            "version": "1.0",
-            "contributor": "npmaskrcnn.data.shapes",
-            "generator": generator,
-        },
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": [
-            {"id": k + 1, "name": name, "supercategory": "shape"} for k, name in enumerate(classes)
-        ],
-    }
-    with atomic_write(ann_file, "w") as f:  # a reader never sees half a file
+    info = {"description": f"npmaskrcnn synthetic shapes, split {split_name!r}",
+            "version": "1.0", "contributor": "npmaskrcnn.data.shapes", "generator": generator}
+    categories = [{"id": k + 1, "name": name, "supercategory": "shape"}
+                  for k, name in enumerate(classes)]
+    return write_generated_split(shapes_paths(out_dir, split_name), split_name, num_images,
+                                 seed, (height, width), draw, info, categories)
+
+
+def write_generated_split(paths, split_name: str, num_images: int, seed: int, size, draw,
+                          info: dict, categories: list) -> Path:
+    """Write a generated split (the shapes, the stick figures): PNGs and one COCO JSON.
+
+    Image ``i`` is ``draw(rng)`` with ``rng = np.random.default_rng([seed,
+    crc32(split_name), i])``, returning ``(image (H, W, 3) uint8, records)``; each record
+    is an annotation without its ``id`` and ``image_id``, which are numbered here (from 1,
+    in order). The JSON is written atomically: a reader never sees half a file.
+
+    Args:
+        paths: ``(annotation file, image folder)``.
+        size: ``(H, W)`` of every image.
+        info, categories: the JSON's ``info`` and ``categories``.
+    Returns:
+        The path of the annotation JSON.
+    """
+    ann_file, image_dir = paths
+    height, width = size
+    image_dir.mkdir(parents=True, exist_ok=True)
+    ann_file.parent.mkdir(parents=True, exist_ok=True)
+    split_key = zlib.crc32(split_name.encode("utf-8"))
+    images, annotations = [], []
+    for i in range(num_images):
+        image, records = draw(np.random.default_rng([seed, split_key, i]))
+        image_id = i + 1
+        file_name = f"{image_id:06d}.png"
+        Image.fromarray(image).save(image_dir / file_name, format="PNG")
+        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
+        annotations += [{"id": len(annotations) + k + 1, "image_id": image_id, **record}
+                        for k, record in enumerate(records)]
+    dataset = {"info": info, "licenses": [], "images": images, "annotations": annotations,
+               "categories": categories}
+    with atomic_write(ann_file, "w") as f:
         f.write(json.dumps(dataset, separators=(",", ":")))
     return ann_file
