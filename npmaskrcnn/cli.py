@@ -70,36 +70,32 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=description, parents=list(parents),
                               formatter_class=HelpFormatter)
 
+    def generator_arguments(p, min_size: int, default_size: int):
+        """The options make-shapes and make-figures share."""
+        p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write into")
+        p.add_argument("--num-images", type=int_at_least(1), default=200, help="images to draw")
+        p.add_argument("--image-size", type=int_at_least(min_size), default=default_size,
+                       help="side of the square images, in pixels")
+        p.add_argument("--split", type=split_name, default="train",
+                       help="name of the split (its folder and JSON name)")
+        p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed of the data")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace a split of that name already in OUT_DIR")
+
     p = command("make-shapes", "generate the synthetic shapes dataset",
                 "Write PNG images and a COCO instances JSON of random shapes (by default "
                 "squares, circles, triangles and rings) on textured backgrounds: "
                 "OUT_DIR/SPLIT/*.png and OUT_DIR/annotations/instances_SPLIT.json.")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write into")
-    p.add_argument("--num-images", type=int_at_least(1), default=200, help="images to draw")
-    p.add_argument("--image-size", type=int_at_least(16), default=128,
-                   help="side of the square images, in pixels")
-    p.add_argument("--split", type=split_name, default="train",
-                   help="name of the split (its folder and JSON name)")
+    generator_arguments(p, min_size=16, default_size=128)
     p.add_argument("--classes", nargs="+", choices=SHAPE_CLASSES, default=list(DEFAULT_CLASSES),
                    metavar="CLASS", help=f"shape classes, from {', '.join(SHAPE_CLASSES)}")
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed of the data")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a split of that name already in OUT_DIR")
 
     p = command("make-figures", "generate the stick-figure person-keypoint dataset",
                 "Write PNG images and a COCO person-keypoints JSON of stick figures (the 17 "
                 "COCO keypoints and skeleton, random poses, occlusion with visibility 0/1/2, "
                 "distractors) on textured backgrounds: OUT_DIR/SPLIT/*.png and "
                 "OUT_DIR/annotations/person_keypoints_SPLIT.json.")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write into")
-    p.add_argument("--num-images", type=int_at_least(1), default=200, help="images to draw")
-    p.add_argument("--image-size", type=int_at_least(32), default=160,
-                   help="side of the square images, in pixels")
-    p.add_argument("--split", type=split_name, default="train",
-                   help="name of the split (its folder and JSON name)")
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed of the data")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a split of that name already in OUT_DIR")
+    generator_arguments(p, min_size=32, default_size=160)
 
     p = command("coco-subset", "write a small COCO subset JSON",
                 "Keep only the chosen categories and at most N images (a seeded choice among "
