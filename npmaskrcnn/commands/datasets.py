@@ -9,17 +9,23 @@ from pathlib import Path
 from .common import CommandError, plural, refuse_file
 
 
-def make_shapes(a):
-    """Generate a split of shapes data; an existing split is replaced only with --overwrite."""
-    from ..data.shapes import make_shapes_dataset, shapes_paths
-
-    out = refuse_file(a.out_dir, "OUT_DIR")
-    ann_file, image_dir = shapes_paths(out, a.split)
+def _output_split(a, paths):
+    """The split's ``(annotation file, image folder)`` in OUT_DIR; a split already there is
+    an error unless --overwrite."""
+    ann_file, image_dir = paths(refuse_file(a.out_dir, "OUT_DIR"), a.split)
     if ann_file.exists() and not a.overwrite:
         raise CommandError(f"{ann_file}: a '{a.split}' split is already there; not replaced",
                            hint="add --overwrite to generate it again, or choose another "
                            "OUT_DIR or --split")
-    make_shapes_dataset(out, a.num_images, image_size=a.image_size, seed=a.seed,
+    return ann_file, image_dir
+
+
+def make_shapes(a):
+    """Generate a split of shapes data; an existing split is replaced only with --overwrite."""
+    from ..data.shapes import make_shapes_dataset, shapes_paths
+
+    ann_file, image_dir = _output_split(a, shapes_paths)
+    make_shapes_dataset(a.out_dir, a.num_images, image_size=a.image_size, seed=a.seed,
                         split_name=a.split, classes=a.classes)
     print(f"wrote {plural(a.num_images, 'image')} of {', '.join(a.classes)} to {image_dir} "
           f"and their annotations to {ann_file}")
@@ -29,13 +35,8 @@ def make_figures(a):
     """Generate a split of stick figures; an existing split is replaced only with --overwrite."""
     from ..data.figures import figures_paths, make_figures_dataset
 
-    out = refuse_file(a.out_dir, "OUT_DIR")
-    ann_file, image_dir = figures_paths(out, a.split)
-    if ann_file.exists() and not a.overwrite:
-        raise CommandError(f"{ann_file}: a '{a.split}' split is already there; not replaced",
-                           hint="add --overwrite to generate it again, or choose another "
-                           "OUT_DIR or --split")
-    make_figures_dataset(out, a.num_images, image_size=a.image_size, seed=a.seed,
+    ann_file, image_dir = _output_split(a, figures_paths)
+    make_figures_dataset(a.out_dir, a.num_images, image_size=a.image_size, seed=a.seed,
                          split_name=a.split)
     with open(ann_file, encoding="utf-8") as f:
         people = len(json.load(f)["annotations"])
