@@ -16,3 +16,12 @@ def test_ruff_is_clean():
     res = subprocess.run([ruff, "check", "npmaskrcnn", "tests", "benchmarks"], cwd=ROOT,
                          capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-1000:]
+
+
+MAX_LINES = 400  # one concept per file, readable in one sitting (issue 15)
+
+
+def test_no_package_file_is_longer_than_a_reader_can_hold():
+    long = {str(p.relative_to(ROOT)): n for p in sorted((ROOT / "npmaskrcnn").rglob("*.py"))
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert not long, f"files over {MAX_LINES} lines: {long}"
