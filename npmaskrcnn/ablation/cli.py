@@ -92,7 +92,3 @@ def main(argv=None) -> int:
     print(text)
     print(f"wrote {out / 'report.md'}, {out / 'results.csv'}, {out / 'figure.png'}")
     return 0
-
-
-if __name__ == "__main__":  # the workers of --jobs
-    raise SystemExit(main())

@@ -41,7 +41,7 @@ def run_workers(num: int, argv: list, jobs, out: Path, progress: bool = True) ->
     threads = str(max(1, (os.cpu_count() or 1) // num))
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, threads)
-    cmd = [sys.executable, "-m", "npmaskrcnn.ablation.cli", *argv, "--worker", "--jobs", "1",
+    cmd = [sys.executable, "-m", "npmaskrcnn.ablation", *argv, "--worker", "--jobs", "1",
            "--no-progress"]
     procs = [subprocess.Popen(cmd, env=env) for _ in range(num)]
     def finished():
