@@ -123,7 +123,7 @@ class SGD:
         self._module = module
         self._order = [(m, k) for n in decay + no_decay
                        for m, k in [self._owner(module, n)]]
-        self._gathered = None  # the step's gradients as one array, once gathered
+        self._gathered = False  # this step's gradients are in the flat buffer
         self._scratch = None  # (P,) the step's products, made by the first step
 
     @staticmethod
@@ -137,18 +137,18 @@ class SGD:
         """Every trainable gradient as one (P,) array, in the buffer's order.
 
         Backward passes leave their own arrays in ``grads`` (``Module.accumulate``);
-        they are gathered here with one concatenation (on a GPU, one launch for many
-        small arrays). If no gradient was replaced -- someone wrote into the flat buffer's
-        views -- the buffer itself is the answer.
+        they are gathered here with one concatenation into the flat buffer (on a GPU,
+        one launch for many small arrays). If no gradient was replaced -- someone wrote
+        into the flat buffer's views -- the buffer already holds them.
         """
-        if self._gathered is None:
+        if not self._gathered:
             grads = [m.grads[k] for m, k in self._order]
             if not all(g is m._zero_grads[k] for g, (m, k) in zip(grads, self._order)):
                 # into the flat buffer itself (a gradient that is its own view copies onto
                 # itself): no new array of the model's size each step
                 get_xp(self.params).concatenate([g.reshape(-1) for g in grads], out=self.grads)
-            self._gathered = self.grads
-        return self._gathered
+            self._gathered = True
+        return self.grads
 
     def set_lr(self, lr: float) -> None:
         for g in self.groups:
@@ -163,7 +163,7 @@ class SGD:
         fresh pages costs more than the arithmetic.
         """
         grads = self.gradient()
-        self._gathered = None  # the next step gathers the next gradients
+        self._gathered = False  # the next step gathers the next gradients
         xp = get_xp(self.params)
         first = self.momentum_buffer is None
         if first and any(g.momentum for g in self.groups):

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_mask_rcnn import as_dtype, make_scene  # the scene of the mask model's tests
+from test_mask_rcnn import (  # the scene and the backend parity of the mask model's tests
+    as_dtype,
+    make_scene,
+    step_on_backends,
+)
 
-from npmaskrcnn.backend import asnumpy, backend_name, to_backend
 from npmaskrcnn.config import KeypointConfig, keypoint_mask_r50_fpn, keypoint_r50_fpn, tiny
 from npmaskrcnn.gradcheck import directional_check
 from npmaskrcnn.model.mask_rcnn import MaskRCNN
@@ -168,19 +171,7 @@ def test_keypoint_model_same_numbers_on_every_backend(xp):
     """Losses, every gradient and the predicted keypoints of one float64 step of the tiny
     keypoint model equal NumPy's (on CuPy: GPU vs CPU parity)."""
     img, t = keypoint_scene(6)
-    results = {}
-    for name in ("numpy", backend_name(xp)):
-        model = MaskRCNN(tiny_keypoints(), dtype=np.float64, backend=name)
-        losses = model.forward([to_backend(img, name)],
-                               [{k: to_backend(v, name) for k, v in t.items()}])
-        model.backward()
-        grads = {k: asnumpy(g) for k, g in model.gradients().items()}
-        pred = model.eval().predict([to_backend(img, name)])[0]
-        results[name] = ({k: float(v) for k, v in losses.items()}, grads,
-                         {k: asnumpy(v) for k, v in pred.items()})
-    (l0, g0, p0), (l1, g1, p1) = results["numpy"], results[backend_name(xp)]
-    assert l0.keys() == l1.keys() and all(abs(l0[k] - l1[k]) < 1e-9 for k in l0)
-    assert all(np.allclose(g0[k], g1[k], rtol=1e-7, atol=1e-10) for k in g0)
+    p0, p1, _ = step_on_backends(tiny_keypoints(), img, t, xp)
     assert p0["keypoints"].shape == p1["keypoints"].shape and p0["keypoints"].shape[0] > 0
     np.testing.assert_allclose(p0["keypoints"], p1["keypoints"], atol=1e-6)
     np.testing.assert_allclose(p0["keypoints_scores"], p1["keypoints_scores"], atol=1e-6)

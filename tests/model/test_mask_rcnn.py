@@ -236,25 +236,34 @@ def test_model_arrays_live_on_its_backend_whatever_the_default(preset, default, 
     assert not wrong, f"{len(wrong)} arrays not on {wanted}: {wrong[:5]}"
 
 
-def test_whole_model_same_numbers_on_every_backend(xp):
-    """Losses, every gradient and the predictions of one float64 training step and one
-    inference equal NumPy's (on CuPy: GPU vs CPU parity of the whole model)."""
-    img, t = as_dtype(*make_scene(4), np.float64)
-    results = {}
+def step_on_backends(cfg, img, t, xp):
+    """One float64 training step and one inference of ``MaskRCNN(cfg)`` on NumPy and on
+    ``xp``'s backend, with their losses and gradients asserted equal. Returns the NumPy
+    and the other backend's predictions (host arrays), and the two models."""
+    results, models = {}, []
     for name in ("numpy", backend_name(xp)):
-        model = MaskRCNN(tiny(), dtype=np.float64, backend=name)
+        model = MaskRCNN(cfg, dtype=np.float64, backend=name)
+        models.append(model)
         on = {k: to_backend(v, name) for k, v in t.items()}
         losses = model.forward([to_backend(img, name)], [on])
         model.backward()
         grads = {k: asnumpy(g) for k, g in model.gradients().items()}
-        assert all(type(g) is type(p) for g, p in zip(model.gradients().values(),
-                                                       model.parameters().values()))
         pred = model.eval().predict([to_backend(img, name)])[0]
         results[name] = ({k: float(v) for k, v in losses.items()}, grads,
                          {k: asnumpy(v) for k, v in pred.items()})
     (l0, g0, p0), (l1, g1, p1) = results["numpy"], results[backend_name(xp)]
     assert l0.keys() == l1.keys() and all(abs(l0[k] - l1[k]) < 1e-9 for k in l0)
     assert all(np.allclose(g0[k], g1[k], rtol=1e-7, atol=1e-10) for k in g0)
+    return p0, p1, models
+
+
+def test_whole_model_same_numbers_on_every_backend(xp):
+    """Losses, every gradient and the predictions of one float64 training step and one
+    inference equal NumPy's (on CuPy: GPU vs CPU parity of the whole model)."""
+    img, t = as_dtype(*make_scene(4), np.float64)
+    p0, p1, models = step_on_backends(tiny(), img, t, xp)
+    assert all(type(g) is type(p) for model in models for g, p in
+               zip(model.gradients().values(), model.parameters().values()))
     assert p0["boxes"].shape == p1["boxes"].shape and p0["boxes"].shape[0] > 0
     np.testing.assert_allclose(p0["boxes"], p1["boxes"], atol=1e-6)
     np.testing.assert_allclose(p0["masks"], p1["masks"], atol=1e-6)
