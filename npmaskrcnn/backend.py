@@ -14,6 +14,8 @@ path honest. The few operations whose spelling differs between the libraries liv
 - ``scatter_add``: ``numpy.add.at`` vs ``cupyx.scatter_add``;
 - ``asnumpy``: a device-to-host copy (a no-op for NumPy arrays);
 - ``to_backend``: a host-to-device copy;
+- ``fused``: one kernel for an elementwise expression (``cupy.fuse``) where each
+  operator would otherwise launch its own;
 - ``Generator``: random draws made on the host with NumPy's PCG64 and then moved to
   the device, so a seed gives the *same numbers* on both backends (CuPy's own
   generator would give different ones).
@@ -25,8 +27,10 @@ The default backend is read once from the environment variable
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -105,6 +109,49 @@ def on_device(xp) -> bool:
     True for CuPy and for cpupy, its stand-in, so that cpupy counts the GPU's launches.
     """
     return xp is not np
+
+
+class fused:
+    """Kernel fusion: an elementwise function run as *one* kernel on a GPU.
+
+    On a GPU every operator of ``rstd * (g - m1 - xhat * m2)`` is a kernel launch that
+    reads its inputs from memory and writes a full-size temporary back: four launches and
+    three temporaries for one line. ``cupy.fuse`` traces the Python function once per
+    argument types and compiles a single elementwise kernel from it, so the line costs
+    one launch and no temporary. NumPy has no such thing, and the function simply runs
+    as written, which keeps it the readable reference; ``cpupy`` counts it as one op.
+
+    Decorate a function ``fn(xp, *args)`` that uses only arithmetic, comparisons and
+    ``xp``'s elementwise ufuncs (``xp.maximum``, ``xp.where``, ``xp.exp``, ``astype``) on
+    arrays that broadcast against each other: no reduction, indexing or reshape (cpupy
+    refuses an output that is not of the arguments' broadcast shape). It is called
+    without ``xp``: ``y = f(a, b)``.
+    """
+
+    def __init__(self, fn):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self._kernels: dict = {}  # array module -> its fused function
+
+    def __call__(self, *args):
+        __tracebackhide__ = True  # cpupy's trace names the caller's line, not this one
+        xp = get_xp(*args)
+        if xp is np:
+            return self.fn(np, *args)
+        kernel = self._kernels.get(xp)
+        if kernel is None:  # cpupy's fuse runs the function on the arrays' NumPy data
+            inner = np if xp is cpupy else xp
+            kernel = xp.fuse(kernel_name=self.__name__)(functools.partial(self.fn, inner))
+            self._kernels[xp] = kernel
+        if xp is cpupy:
+            return kernel(*args)
+        try:
+            return kernel(*args)
+        except Exception as err:  # pragma: no cover - needs a GPU: never lose the step
+            warnings.warn(f"cupy.fuse could not compile {self.__name__} ({err}); it runs "
+                          "unfused from now on", RuntimeWarning, stacklevel=2)
+            self._kernels[xp] = functools.partial(self.fn, xp)
+            return self.fn(xp, *args)
 
 
 def backend_name(xp_or_array: Any) -> str:

@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from npmaskrcnn import cpupy as cp  # noqa: E402
-from npmaskrcnn.backend import asnumpy, get_xp, scatter_add, to_backend  # noqa: E402
+from npmaskrcnn.backend import asnumpy, fused, get_xp, scatter_add, to_backend  # noqa: E402
 
 
 @pytest.fixture
@@ -154,3 +154,43 @@ def test_a_sequence_is_not_assigned_into_a_device_array():
     a[:3] = cp.asarray([1.0, 2.0, 3.0])
     a[3:] = 7.0
     assert asnumpy(a).tolist() == [1.0, 2.0, 3.0, 7.0, 7.0]
+
+
+# ----------------------------------------------------------------------------- kernel fusion
+
+
+@fused
+def _axpy_and_sign(xp, a, x, y):
+    z = a * x + y
+    return z, xp.where(z > 0, 1.0, -1.0)
+
+
+def test_a_fused_function_is_one_launch_with_numpy_results():
+    x, y = np.linspace(-1.0, 1.0, 12).reshape(3, 4), np.arange(4.0)
+    expected = _axpy_and_sign(2.0, x, y)  # NumPy: the function as written
+    assert np.allclose(expected[0], 2.0 * x + y)
+    dx, dy = cp.asarray(x), cp.asarray(y)
+    with cp.counting(trace=True) as c:
+        z, s = _axpy_and_sign(2.0, dx, dy)  # four operators, one kernel
+    print(f"fused: {c.ops} op(s); unfused the same line is 4")
+    assert c.ops == 1 and c.syncs == 0
+    assert get_xp(z) is cp and z.shape == (3, 4)
+    np.testing.assert_array_equal(asnumpy(z), expected[0])
+    np.testing.assert_array_equal(asnumpy(s), expected[1])
+    (site, _), = c.top_sites("ops")
+    assert "test_cpupy.py" in site  # the caller's line, not backend.py's
+
+
+def test_fusion_refuses_what_a_fused_kernel_cannot_do():
+    @fused
+    def total(xp, x):  # a reduction: not elementwise
+        return x.sum(axis=0)
+
+    with pytest.raises(ValueError, match="a fused kernel is elementwise"):
+        total(cp.ones((3, 2)))
+    with pytest.raises(TypeError, match="Unsupported type"):
+        _axpy_and_sign(1.0, cp.ones(3), np.ones(3))  # a host array mixed in
+    out = cp.fuse(lambda x: x)(cp.ones(2))  # an input returned is copied, as a kernel writes
+    with cp.counting() as c:
+        z = cp.fuse(lambda x, y: x + y)(1.0, 2.0)  # no device array: runs as written
+    assert z == 3.0 and c.ops == 0 and get_xp(out) is cp

@@ -21,7 +21,8 @@ boundary, like ``cupy.ndarray`` (the idea of GPAW's NumPy-backed ``cpupy``):
   of device data by the host adds one *sync*: ``bool``/``int``/``float``/``item``/
   ``tolist``/``get`` of an array, boolean-mask indexing (its output size is data
   dependent, CuPy reads a count back), ``nonzero`` and its relatives. Host-to-device
-  copies are counted apart (*h2d*).
+  copies are counted apart (*h2d*). ``cpupy.fuse``, as ``cupy.fuse``, makes one kernel
+  (one op) of an elementwise function; it refuses one whose outputs are not elementwise.
 
 The counts are deterministic, so a test can assert a budget and a benchmark can report
 where the launches come from (``counting(trace=True)``). One op is about one CuPy kernel
@@ -48,6 +49,7 @@ from .functions import (  # noqa: F401
     empty,
     empty_like,
     function,
+    fuse,
     lib,
     linalg,
     scatter_add,
@@ -58,4 +60,4 @@ def __getattr__(name):  # PEP 562: cpupy.<name> for every function CuPy also has
     return function(name)
 
 
-__all__ = ["Counts", "asarray", "asnumpy", "counting", "counts", "ndarray", "scatter_add"]
+__all__ = ["Counts", "asarray", "asnumpy", "counting", "counts", "fuse", "ndarray", "scatter_add"]

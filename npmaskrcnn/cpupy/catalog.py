@@ -60,4 +60,4 @@ PER_AXIS = frozenset("take_along_axis put_along_axis".split())
 JOINING = frozenset("concatenate stack hstack vstack".split())
 
 
-_SPECIAL = frozenset("asarray array asanyarray empty empty_like".split())
+_SPECIAL = frozenset("asarray array asanyarray empty empty_like fuse".split())

@@ -40,11 +40,13 @@ _NUMPY_DIR = os.path.normcase(os.path.dirname(np.__file__))
 
 
 def _site() -> str:
-    """``file:line`` of the first caller outside cpupy and NumPy."""
+    """``file:line`` of the first caller outside cpupy and NumPy (and outside frames that
+    hide themselves from tracebacks with ``__tracebackhide__``, such as a fused call's)."""
     frame = sys._getframe(2)
     while frame is not None:
         name = os.path.normcase(os.path.abspath(frame.f_code.co_filename))
-        if not name.startswith((_PACKAGE_DIR, _NUMPY_DIR)):
+        hidden = frame.f_locals.get("__tracebackhide__", False)
+        if not hidden and not name.startswith((_PACKAGE_DIR, _NUMPY_DIR)):
             return f"{os.path.relpath(name)}:{frame.f_lineno}"
         frame = frame.f_back
     return "?"

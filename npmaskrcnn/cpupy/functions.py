@@ -143,6 +143,46 @@ def scatter_add(target, indices, values) -> None:
     _count("ops")
 
 
+def fuse(*args, kernel_name=None):
+    """``cupy.fuse``: an elementwise function of device arrays run as one kernel (one op).
+
+    CuPy traces the function once per argument types and compiles one elementwise kernel
+    from its operators and ufuncs, so ``a * b + c`` costs one launch instead of two. Here
+    the function runs on the arrays' NumPy data (so its ufuncs must be NumPy's:
+    ``backend.fused`` hands it the module) and counts one op; as a fused kernel
+    it must be elementwise: every output has the broadcast shape of the array arguments (a
+    reduction, an index or a reshape inside is refused). Called without device arrays it
+    runs as written, as CuPy's does.
+    """
+
+    def decorate(func):
+        name = kernel_name or getattr(func, "__name__", "fused")
+
+        def fused(*call_args):
+            if not any(type(a) is ndarray for a in call_args):
+                return func(*call_args)
+            data = [_unwrap(a) for a in call_args]  # a NumPy array here: CuPy's TypeError
+            shape = np.broadcast_shapes(*(a.shape for a in call_args if type(a) is ndarray))
+            result = func(*data)
+            outputs = result if type(result) is tuple else (result,)
+            for out in outputs:
+                if np.shape(out) != shape:
+                    raise ValueError(f"cpupy.fuse: {name} returned shape {np.shape(out)}, not "
+                                     f"the broadcast shape {shape} of its arguments: a fused "
+                                     "kernel is elementwise")
+            _count("ops")
+            wrapped = tuple(ndarray(np.array(out, copy=any(out is d for d in data)))
+                            for out in outputs)
+            return wrapped if type(result) is tuple else wrapped[0]
+
+        fused.__name__ = name
+        return fused
+
+    if len(args) == 1 and callable(args[0]) and kernel_name is None:
+        return decorate(args[0])
+    return decorate
+
+
 def _as_strided(x, shape=None, strides=None):
     return ndarray(np.lib.stride_tricks.as_strided(_unwrap(x), shape, strides))
 

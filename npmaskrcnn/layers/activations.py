@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..backend import get_xp
+from ..backend import fused, get_xp
 from .module import Module
 
 
@@ -31,9 +31,14 @@ def relu_forward(x):
         out: same shape as ``x``.
         cache: a ``ReluCache``.
     """
-    xp = get_xp(x)
-    out = xp.maximum(x, 0)  # maximum (not where) propagates NaN, as torch.relu does
-    return out, ReluCache(x > 0)
+    out, mask = _relu_and_mask(x)
+    return out, ReluCache(mask)
+
+
+@fused
+def _relu_and_mask(xp, x):
+    """One pass over x: the output and the mask of the backward (one kernel on a GPU)."""
+    return xp.maximum(x, 0), x > 0  # maximum (not where) propagates NaN, as torch.relu does
 
 
 def relu_backward(dout, cache: ReluCache):
@@ -45,7 +50,7 @@ def relu_backward(dout, cache: ReluCache):
         dx: same shape as ``dout``.
     """
     xp = get_xp(dout)
-    return xp.where(cache.mask, dout, xp.zeros((), dtype=dout.dtype))
+    return xp.where(cache.mask, dout, 0)  # a Python 0 keeps dout's dtype (NEP 50)
 
 
 class SigmoidCache(NamedTuple):
@@ -60,9 +65,16 @@ def sigmoid(x):
     With ``e = exp(-|x|)`` (always in (0, 1]) it is ``1 / (1 + e)`` for x >= 0 and
     ``e / (1 + e)`` for x < 0, so no ``exp`` of a large positive number is taken.
     """
-    xp = get_xp(x)
+    return _sigmoid(x)
+
+
+def stable_sigmoid(xp, x):
+    """``sigmoid`` written with the array module ``xp``, for use inside ``fused`` functions."""
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+_sigmoid = fused(stable_sigmoid)
 
 
 def sigmoid_forward(x):

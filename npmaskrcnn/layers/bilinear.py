@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import get_xp
+from ..backend import fused, get_xp
 
 
 def bilinear_corners(y: float, x: float, height: int, width: int) -> list:
@@ -94,11 +94,16 @@ def linear_weights_1d(coord, size):
         too, as in the kernel). The 2-D weight of corner (row, col) is the row weight
         times the column weight.
     """
-    xp = get_xp(coord)
+    return _linear_weights(coord, size)
+
+
+@fused
+def _linear_weights(xp, coord, size):
+    """``linear_weights_1d``'s arithmetic: one kernel on a GPU instead of thirteen."""
     inside = (coord >= -1.0) & (coord <= size)
     # y <= 0 reads row 0 and y >= H - 1 the last row alone (weight 1 on "low"): both are
     # a clamp to [0, H - 1]; outside points (and NaN) read nothing, so any row will do
-    c = xp.where(inside, xp.clip(coord, 0, size - 1), 0)
+    c = xp.where(inside, xp.minimum(xp.maximum(coord, 0), size - 1), 0)
     low = c.astype(np.int64)  # c >= 0: truncation is floor
     high = xp.minimum(low + 1, size - 1)
     frac = c - low.astype(coord.dtype)

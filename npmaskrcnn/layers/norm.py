@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import get_xp, xp_for
+from ..backend import fused, get_xp, xp_for
 from .module import Module
 
 
@@ -76,19 +76,21 @@ def group_norm_forward(x, weight, bias, num_groups: int, eps: float = 1e-5):
     N, C = x.shape[:2]
     if C % num_groups != 0:
         raise ValueError(f"group_norm: {C} channels not divisible by {num_groups} groups")
-    group_size = (C // num_groups) * math.prod(x.shape[2:])  # explicit: -1 fails for N = 0
-    xg = x.reshape(N, num_groups, group_size)  # (N, C, *) -> (N, G, C/G * prod(*))
+    G, channels = num_groups, C // num_groups
+    spatial = math.prod(x.shape[2:])  # explicit: -1 fails for N = 0
+    xg = x.reshape(N, G, channels * spatial)  # (N, C, *) -> (N, G, C/G * prod(*))
     mean = xg.mean(axis=2, keepdims=True)
-    centred = xg - mean
-    var = (centred * centred).mean(axis=2, keepdims=True)
-    rstd = (var + eps) ** -0.5  # (N, G, 1): 1 / sqrt(var + eps)
-    xhat = (centred * rstd).reshape(x.shape)  # back to (N, C, *)
-    out = xhat
-    if weight is not None:
-        out = out * weight.reshape(_channel_shape(x))
-    if bias is not None:
-        out = out + bias.reshape(_channel_shape(x))
-    return out, GroupNormCache(xhat, rstd, weight, bias is not None)
+    centred, squared = _centred_and_squared(xg, mean)
+    var = squared.mean(axis=2, keepdims=True)  # biased
+    rstd = _reciprocal_std(var, eps)  # (N, G, 1): 1 / sqrt(var + eps)
+    # (N, G, C/G, prod(*)) views: a group's channels on axis 2, so that the per-channel
+    # gamma and beta (1, G, C/G, 1) and the per-group statistics (N, G, 1, 1) broadcast
+    gamma = weight.reshape(1, G, channels, 1) if weight is not None else 1.0
+    beta = bias.reshape(1, G, channels, 1) if bias is not None else 0.0
+    xhat, out = _normalise(centred.reshape(N, G, channels, spatial), rstd[..., None], gamma,
+                           beta)
+    return out.reshape(x.shape), GroupNormCache(xhat.reshape(x.shape), rstd, weight,
+                                                bias is not None)
 
 
 def group_norm_backward(dout, cache: GroupNormCache):
@@ -110,17 +112,49 @@ def group_norm_backward(dout, cache: GroupNormCache):
     xhat, rstd, weight, has_bias = cache
     N, C = dout.shape[:2]
     G = rstd.shape[1]
-    reduce_axes = (0,) + tuple(range(2, dout.ndim))  # every axis but the channel
-    dweight = (dout * xhat).sum(axis=reduce_axes) if weight is not None else None
-    dbias = dout.sum(axis=reduce_axes) if has_bias else None
-    g = dout * weight.reshape(_channel_shape(dout)) if weight is not None else dout
-    group_size = (C // G) * math.prod(dout.shape[2:])
-    g = g.reshape(N, G, group_size)  # (N, C, *) -> (N, G, C/G * prod(*))
-    xhat_g = xhat.reshape(N, G, group_size)
-    dx = rstd * (
-        g - g.mean(axis=2, keepdims=True) - xhat_g * (g * xhat_g).mean(axis=2, keepdims=True)
-    )
+    shape4 = (N, G, C // G, math.prod(dout.shape[2:]))  # as in the forward
+    gamma = weight.reshape(1, G, C // G, 1) if weight is not None else 1.0
+    d4, xhat4 = dout.reshape(shape4), xhat.reshape(shape4)
+    g, g_xhat, dout_xhat = _scaled_grads(d4, xhat4, gamma)  # one pass over dout
+    dweight = dout_xhat.sum(axis=(0, 3)).reshape(C) if weight is not None else None
+    dbias = d4.sum(axis=(0, 3)).reshape(C) if has_bias else None
+    dx = _group_norm_dx(g, xhat4, rstd[..., None], g.mean(axis=(2, 3), keepdims=True),
+                        g_xhat.mean(axis=(2, 3), keepdims=True))
     return dx.reshape(dout.shape), dweight, dbias
+
+
+# The elementwise steps of GroupNorm, each one kernel on a GPU (``fused``): the forward is
+# then 5 launches instead of 9 and the backward 6 instead of 11 (x 20 layers in shapes()).
+
+
+@fused
+def _centred_and_squared(xp, x, mean):
+    centred = x - mean
+    return centred, centred * centred
+
+
+@fused
+def _reciprocal_std(xp, var, eps):
+    return (var + eps) ** -0.5
+
+
+@fused
+def _normalise(xp, centred, rstd, gamma, beta):
+    """(xhat, out) = (centred * rstd, xhat * gamma + beta)."""
+    xhat = centred * rstd
+    return xhat, xhat * gamma + beta
+
+
+@fused
+def _scaled_grads(xp, dout, xhat, gamma):
+    """(g, g * xhat, dout * xhat) with g = dL/dxhat = dout * gamma."""
+    g = dout * gamma
+    return g, g * xhat, dout * xhat
+
+
+@fused
+def _group_norm_dx(xp, g, xhat, rstd, mean_g, mean_g_xhat):
+    return rstd * (g - mean_g - xhat * mean_g_xhat)
 
 
 class FrozenBatchNormCache(NamedTuple):

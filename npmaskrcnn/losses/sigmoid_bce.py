@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import get_xp
-from ..layers.activations import sigmoid
+from ..backend import fused, get_xp
+from ..layers.activations import stable_sigmoid
 
 
 def sigmoid_binary_cross_entropy(logits, targets, weight=None, reduction: str = "mean"):
@@ -44,19 +44,22 @@ def sigmoid_binary_cross_entropy(logits, targets, weight=None, reduction: str = 
         raise ValueError(f"sigmoid_binary_cross_entropy: unknown reduction {reduction!r}")
     xp = get_xp(logits, targets, weight)
     x = logits
-    t = targets.astype(x.dtype)
-    per_elem = xp.maximum(x, 0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
-    dlogits = sigmoid(x) - t
-    if weight is not None:
-        w = xp.asarray(weight, dtype=x.dtype)
-        per_elem = per_elem * w
-        dlogits = dlogits * w
+    t = targets.astype(x.dtype, copy=False)
+    w = 1 if weight is None else xp.asarray(weight, dtype=x.dtype)
+    n = x.size if reduction == "mean" else 1
+    per_elem, dlogits = _bce_terms(x, t, w, max(n, 1))
     loss = per_elem.sum()
-    if reduction == "mean":
-        n = x.size
-        if n == 0:
-            loss = xp.asarray(np.nan, dtype=x.dtype)
-        else:
-            loss = loss / n
-            dlogits = dlogits / n
-    return loss.astype(x.dtype), dlogits.astype(x.dtype, copy=False)
+    if n == 0:
+        loss = xp.asarray(np.nan, dtype=x.dtype)
+    elif n > 1:
+        loss = loss / n
+    return loss.astype(x.dtype, copy=False), dlogits.astype(x.dtype, copy=False)
+
+
+@fused
+def _bce_terms(xp, x, t, w, n):
+    """Each element's weighted loss and its gradient ``(sigmoid(x) - t) * w / n``
+    (one kernel on a GPU). ``max(x, 0) - x t + log(1 + exp(-|x|))`` is
+    ``-t log s - (1 - t) log(1 - s)`` without an ``exp`` of a large number."""
+    per_elem = (xp.maximum(x, 0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))) * w
+    return per_elem, (stable_sigmoid(xp, x) - t) * w / n

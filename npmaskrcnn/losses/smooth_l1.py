@@ -6,7 +6,7 @@ and divides by the number of sampled anchors / RoIs itself; this function is tha
 
 from __future__ import annotations
 
-from ..backend import get_xp
+from ..backend import fused, get_xp
 
 
 def smooth_l1(pred, target, beta: float):
@@ -33,12 +33,19 @@ def smooth_l1(pred, target, beta: float):
     """
     if beta < 0:
         raise ValueError(f"smooth_l1: beta must be >= 0, got {beta}")
-    xp = get_xp(pred, target)
+    if beta == 0:
+        xp = get_xp(pred, target)
+        d = pred - target
+        return xp.abs(d).sum().astype(pred.dtype), xp.sign(d).astype(pred.dtype)
+    per_elem, dpred = _smooth_l1_terms(pred, target, beta)
+    return per_elem.sum().astype(pred.dtype, copy=False), dpred.astype(pred.dtype, copy=False)
+
+
+@fused
+def _smooth_l1_terms(xp, pred, target, beta):
+    """Each element's loss and its gradient, beta > 0 (one kernel on a GPU)."""
     d = pred - target
     ad = xp.abs(d)
-    if beta == 0:
-        return ad.sum().astype(pred.dtype), xp.sign(d).astype(pred.dtype)
     quadratic = ad < beta
-    per_elem = xp.where(quadratic, 0.5 * d * d / beta, ad - 0.5 * beta)
-    dpred = xp.where(quadratic, d / beta, xp.sign(d))
-    return per_elem.sum().astype(pred.dtype), dpred.astype(pred.dtype, copy=False)
+    return (xp.where(quadratic, 0.5 * d * d / beta, ad - 0.5 * beta),
+            xp.where(quadratic, d / beta, xp.sign(d)))
