@@ -25,7 +25,10 @@ timeout "${BENCH_LIMIT:-200}" $PY benchmarks/bench_device.py --quick 2>&1 | tee 
 
 echo "bench: $((SECONDS - start)) s"; start=$SECONDS
 echo "== 2. the tests that run on CuPy (every test with the xp fixture, and the model tests)"
+# a fused kernel that cupy.fuse cannot compile falls back to the unfused function with a
+# warning (backend.fused): here that warning fails the test that hit it
 timeout "${TESTS_LIMIT:-170}" $PY -m pytest -q -o addopts="" -p no:cacheprovider -n "$WORKERS" -k cupy tests \
+    -W "error:cupy.fuse could not compile:RuntimeWarning" \
     2>&1 | tee "$LOG/tests.txt" | tail -25
 
 echo "tests: $((SECONDS - start)) s"
