@@ -3,6 +3,7 @@ keypoints, for a keypoint table) on the same RoIs."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,7 @@ def make_figure(path: Path, tables: dict, records: dict, out: Path, val_set, bac
                    label=f"{TASK[metric[0]]} {metric[1]}",
                    yerr=np.nan_to_num(stds) if np.isfinite(stds).any() else None, capsize=2)
         ax.set_xticks(x, [label(v) for v in variants], rotation=20, ha="right", fontsize=7)
-        ax.set_title(TABLES[t][0], fontsize=8)
+        ax.set_title(textwrap.fill(TABLES[t][0], 45), fontsize=8)  # several panels: wrap
         ax.set_ylabel("% (mean ± std over seeds)", fontsize=7)
         ax.legend(fontsize=6)
     # the validation image with the most instances among the first 20, its largest boxes
