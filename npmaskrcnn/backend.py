@@ -143,7 +143,7 @@ class fused:
             inner = np if xp is cpupy else xp
             kernel = xp.fuse(kernel_name=self.__name__)(functools.partial(self.fn, inner))
             self._kernels[xp] = kernel
-        if xp is cpupy:
+        if xp is cpupy:  # its refusals are the caller's errors: no fallback for them
             return kernel(*args)
         try:
             return kernel(*args)
