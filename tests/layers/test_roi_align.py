@@ -117,6 +117,17 @@ def test_gpu_engine_matches_cpu_engine(monkeypatch, agg):
     assert rel_error(roi_align_backward(dout, cache_g), dx) < 1e-12
 
 
+@pytest.mark.parametrize("shape", [(2, 9, 11, 3), (1, 13, 10, 5), (1, 1, 1, 1)])
+def test_channels_first_is_the_transpose(xp, shape):
+    """The blocked NumPy copy of the backward's NHWC -> NCHW gradient, over sizes that are
+    and are not a multiple of its block, gives the transpose exactly."""
+    xt = np.random.default_rng(2).standard_normal(shape)
+    out = roi_align_fast.channels_first(xp.asarray(xt))
+    assert out.shape == (shape[0], shape[3], shape[1], shape[2])
+    assert out.flags["C_CONTIGUOUS"]
+    assert np.array_equal(asnumpy(out), xt.transpose(0, 3, 1, 2))
+
+
 @pytest.mark.parametrize("aligned,ratio,agg", [(False, 2, "avg"), (True, -1, "avg"),
                                                (False, 2, "max"), (True, 3, "max")])
 @pytest.mark.parametrize("seed", [0, 1, 2])
