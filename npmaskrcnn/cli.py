@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start again in an --out that holds a run (replaces its "
                        "checkpoint, log, eval and examples)")
     p.add_argument("--iters", type=int_at_least(1), default=None,
-                   help="training iterations (default: 1500)")
+                   help="training iterations (default: 1500; 2000 with --data figures)")
     p.add_argument("--batch-size", type=int_at_least(1), default=4, help="images per iteration")
     p.add_argument("--lr", type=float_in(0.0, low_open=True), default=0.02,
                    help="learning rate after warm-up")
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-grad-norm", type=float_in(0.0), default=10.0,
                    help="clip the global gradient norm to this (0: no clipping)")
     p.add_argument("--num-train", type=int_at_least(1), default=None,
-                   help="generated images to train on (default: 400)")
+                   help="generated images to train on (default: 400; 2000 with --data figures)")
     p.add_argument("--num-val", type=int_at_least(1), default=None,
                    help="generated images to evaluate on (default: 100)")
     p.add_argument("--seed", type=int_at_least(0), default=0,

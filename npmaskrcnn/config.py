@@ -228,7 +228,7 @@ def figures(num_classes: int = 2, image_size: int = 192, masks: bool = False) ->
     """A CPU-sized Keypoint R-CNN for the synthetic stick figures, trained from scratch.
 
     The ``shapes()`` model (GroupNorm ResNet-18 of width 16, FPN of 64 channels) with the
-    keypoint branch narrowed from 8 x conv 512 to 4 x conv 64 and no mask branch
+    keypoint branch narrowed from 8 x conv 512 to 4 x conv 128 and no mask branch
     (``masks=True``, or the ``figures_mask`` preset, keeps it).
     """
     cfg = shapes(num_classes, image_size)
@@ -237,7 +237,10 @@ def figures(num_classes: int = 2, image_size: int = 192, masks: bool = False) ->
     # they went to P4/P5, cells of 16-32 px, too coarse to place a keypoint within OKS's
     # few pixels (keypoint AP 17.0 -> 35.3 on a validation split of data seed 1, README)
     cfg.roi_heads = replace(cfg.roi_heads, mask_on=masks, canonical_scale=224)
-    cfg.keypoint = KeypointConfig(on=True, layers=(64,) * 4)
+    # 128 channels rather than the FPN's 64: keypoint AP 35.3 -> 38.0 at 1500 iterations, and
+    # with five times the images 47.9 at 2000 (validation split of data seed 1, README); an
+    # iteration costs 8% more on the 2-core machine
+    cfg.keypoint = KeypointConfig(on=True, layers=(128,) * 4)
     return cfg
 
 

@@ -59,6 +59,8 @@ def test_figures_variants_get_the_figures_preset_with_their_pooler_in_every_bran
     assert default.roi_heads.canonical_scale == 224 and configs[1]["roi_heads"][
         "canonical_scale"] == 56  # Table 6's level rule, pinned as it was measured
     default.roi_heads.canonical_scale = 56
+    assert default.keypoint.layers == (128,) * 4  # Table 6's head is pinned as measured, too
+    default.keypoint.layers = (64,) * 4
     assert configs[1] == default.to_dict()  # RoIAlign avg: the train command's model
     pool, align = configs
     assert {k for k in pool if pool[k] != align[k]} == {"roi_heads"}
