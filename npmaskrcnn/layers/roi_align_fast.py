@@ -105,7 +105,8 @@ TRANSPOSE_TILE = 64
 
 
 def channels_first(xt):
-    """(N, H, W, C) -> a contiguous (N, C, H, W) copy, for the gradient of the NHWC engine.
+    """(N, H, W, C) -> a contiguous (N, C, H, W) copy: the backward's gradient, computed with
+    the feature vectors contiguous (both engines), in the layout of the feature maps.
 
     A GPU copies the transpose in one kernel. NumPy's copy walks the output in order and
     reads the input C elements apart, a cache miss for every element: 70 ms for the
@@ -196,11 +197,10 @@ def roi_align_backward(dout, cache: RoIAlignCache):
     Returns:
         dx (N, C, H, W), zeros where no RoI reads.
     """
-    xp = get_xp(dout)
     N, C, H, W = cache.x_shape
     if isinstance(cache.plan, gather.GatherCache):
         dtable = gather.backward(dout, cache.plan)  # (N*H*W, C)
-        return xp.ascontiguousarray(dtable.reshape(N, H, W, C).transpose(0, 3, 1, 2))
+        return channels_first(dtable.reshape(N, H, W, C))
     expand = None if cache.argmax is None else max_expand(cache.argmax, cache.grid)
     dxt = separable_backward(dout, cache.plan, (N, H, W, C), expand)
     return channels_first(dxt)
@@ -308,13 +308,12 @@ def pyramid_table(features):
 def roi_align_levels_backward(dout, cache: LevelsCache):
     """Gradient of ``roi_align_levels_forward``: L maps dfeatures (N, C, H_l, W_l), each
     RoI's gradient in its own level, zeros in levels no RoI used."""
-    xp = get_xp(dout)
     if len(cache.caches) == 1 and isinstance(cache.caches[0], gather.GatherCache):
         dtable = gather.backward(dout, cache.caches[0])  # (sum_l N*H_l*W_l, C)
         dfeatures, start = [], 0
         for n, c, h, w in cache.shapes:
             block = dtable[start:start + n * h * w].reshape(n, h, w, c)
-            dfeatures.append(xp.ascontiguousarray(block.transpose(0, 3, 1, 2)))
+            dfeatures.append(channels_first(block))
             start += n * h * w
         return dfeatures
     return unpool_levels(dout, cache, roi_align_backward)
