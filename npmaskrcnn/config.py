@@ -103,6 +103,15 @@ class KeypointConfig:
     pool_size: int = 14  # tv keypoint_roi_pool: 14x14, so 56x56 heatmaps (paper 5: m = 56)
     sampling_ratio: int = 2  # tv keypoint_roi_pool: 2x2 samples per bin
     layers: tuple = (512,) * 8  # paper 5 / tv: 8 x conv3x3 512; fewer and narrower on a CPU
+    # the branch's RoIs are the boxes scaled about their centres by this, in training (the
+    # positive proposals: pooling and heatmap targets) and at inference (the detections:
+    # pooling and heatmaps_to_keypoints). 1.0: tv and the paper. Larger leaves room for
+    # the wrists and ankles at the edge of a box that came out a few pixels too small
+    roi_scale: float = 1.0
+    # training: at most this many of each image's positive RoIs (a random subset: the
+    # sampler orders them by random key) train the branch; None: all of them (tv). The
+    # positives around one person are many and alike, and each costs the whole head
+    rois_per_image: int | None = None
 
 
 @dataclass

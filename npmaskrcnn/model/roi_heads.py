@@ -7,7 +7,9 @@ Training (paper 3.1 and 5; tv ``RoIHeads``), all images of the batch at once:
     box pooler (7x7) → box head → class logits, deltas → fastrcnn_loss
     mask pooler (14x14) on the *positive* RoIs → mask head → mask logits (P, K, 28, 28)
         → maskrcnn_loss against the GT masks RoIAligned onto each RoI      (if mask_on)
-    keypoint pooler (14x14) on the same positive RoIs → keypoint head → keypoint logits
+    keypoint pooler (14x14) on the same positive RoIs (all as tv, or the first
+        ``KeypointConfig.rois_per_image`` of each image; scaled by ``roi_scale``, 1 as tv)
+        → keypoint head → keypoint logits
         (P, 17, 56, 56) → a softmax over the 56² positions of each visible keypoint of the
         matched GT (keypoints_to_heatmap, keypoint_heatmap_loss)         (if keypoint.on)
 
@@ -18,7 +20,7 @@ pooled from).
 
 Inference: box branch → ``postprocess_detections`` (softmax, decode, clip, score > 0.05,
 per-class NMS 0.5, top 100) → mask branch on the final boxes → mask probabilities;
-keypoint branch on the same boxes → ``heatmaps_to_keypoints``.
+keypoint branch on the same boxes (scaled likewise) → ``heatmaps_to_keypoints``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from .keypoint_head import (
 from .keypoint_inference import heatmaps_to_keypoints
 from .mask_head import MaskRCNNHeads, MaskRCNNPredictor, maskrcnn_loss, project_masks
 from .poolers import MultiScaleRoIPooler
-from .postprocess import mask_probabilities, postprocess_detections
+from .postprocess import expand_boxes, mask_probabilities, postprocess_detections
 from .targets import GroundTruth, Proposals
 
 IGNORE = -100  # label of a filler row: ignored by the classification loss (F.cross_entropy)
@@ -67,8 +69,11 @@ class RoISamples(NamedTuple):
     mask_rois: Any  # (P, 5) the positive RoIs (of the mask and the keypoint branch)
     mask_labels: Any  # (P,) their classes
     mask_targets: Any  # (P, M, M) their matched gt masks, RoIAligned onto them (or None)
-    keypoint_heatmaps: Any = None  # (P, K) int64 target cell y * 56 + x of each keypoint
-    keypoint_valid: Any = None  # (P, K) bool: labelled and inside the RoI
+    # the keypoint branch: the positives it trains on (all, or a subset, see
+    # keypoint_positives), their RoIs (see keypoint_rois) and targets
+    keypoint_heatmaps: Any = None  # (P', K) int64 target cell y * 56 + x of each keypoint
+    keypoint_valid: Any = None  # (P', K) bool: labelled and inside the RoI
+    keypoint_rois: Any = None  # (P', 5)
 
 
 class RoIHeadsCache(NamedTuple):
@@ -122,6 +127,8 @@ class RoIHeads(Module):
             self.keypoint_predictor = KeypointRCNNPredictor(keypoint.layers[-1],
                                                             keypoint.num_keypoints, rng, dtype)
             self.heatmap_size = 4 * keypoint.pool_size  # deconv x2, bilinear x2: 56
+            self.keypoint_roi_scale = keypoint.roi_scale
+            self.keypoint_rois_per_image = keypoint.rois_per_image
         self.box_coder = BoxCoder(weights=tuple(cfg.bbox_reg_weights))
         self.matcher = Matcher(cfg.fg_iou_thresh, cfg.bg_iou_thresh,
                                allow_low_quality_matches=False)
@@ -188,18 +195,45 @@ class RoIHeads(Module):
                 mask_targets = project_masks(gt.masks, mask_rois, matched_first, m)
             else:
                 mask_targets = xp.zeros((first.shape[0], m, m), dtype=boxes.dtype)
-        heatmaps = valid_keypoints = None
+        heatmaps = valid_keypoints = keypoint_rois = None
         if self.keypoint_on:
             if gt.keypoints is None:
                 raise ValueError("the keypoint branch needs ground-truth keypoints: the "
                                  "targets have no 'keypoints'")
             image = xp.asarray(np.repeat(np.arange(n), num_pos))  # (P,) image of each positive
+            positives, matched_kp = mask_rois, matched_first
+            kept = self.keypoint_positives(num_pos)  # those that train the branch
+            if kept is not None:
+                kept = xp.asarray(kept)
+                positives, matched_kp, image = mask_rois[kept], matched_first[kept], image[kept]
+            keypoint_rois = self.keypoint_rois(positives)
             heatmaps, valid_keypoints = keypoints_to_heatmap(
-                gt.keypoints[image, matched_first], mask_rois, self.heatmap_size)
+                gt.keypoints[image, matched_kp], keypoint_rois, self.heatmap_size)
         return RoISamples(
             rois, roi_labels,
             self.box_coder.encode(target_boxes, reference_boxes).reshape(n * b, 4),
-            mask_rois, roi_labels[first], mask_targets, heatmaps, valid_keypoints)
+            mask_rois, roi_labels[first], mask_targets, heatmaps, valid_keypoints, keypoint_rois)
+
+    def keypoint_positives(self, num_pos: list):
+        """Which of the P positives (``num_pos`` per image, a prefix of each image's rows in
+        random-key order) train the keypoint branch: the first
+        ``KeypointConfig.rois_per_image`` of each image, as a host index array; None (all
+        of them) when that is None, as torchvision."""
+        cap = self.keypoint_rois_per_image
+        if cap is None:
+            return None
+        starts = np.cumsum([0] + num_pos[:-1])
+        kept = [start + np.arange(min(k, cap)) for start, k in zip(starts, num_pos)]
+        return np.concatenate(kept + [np.zeros(0, np.int64)]).astype(np.int64)
+
+    def keypoint_rois(self, rois):
+        """(R, 5) RoIs of the keypoint branch: ``rois`` with each box scaled about its centre
+        by ``KeypointConfig.roi_scale`` (``rois`` itself at 1.0, torchvision's rule)."""
+        if self.keypoint_roi_scale == 1.0:
+            return rois
+        xp = get_xp(rois)
+        return xp.concatenate([rois[:, :1], expand_boxes(rois[:, 1:], self.keypoint_roi_scale)],
+                              axis=1)
 
     # ------------------------------------------------------------------ forward
     def forward(self, features, proposals: Proposals, image_sizes, gt: GroundTruth | None = None,
@@ -237,7 +271,7 @@ class RoIHeads(Module):
             losses["loss_mask"], dmask = maskrcnn_loss(mask_logits, samples.mask_targets,
                                                        samples.mask_labels, cfg.mask_loss)
         if self.keypoint_on:  # keypoint branch on the same RoIs
-            z = self.keypoint_roi_pool(features, samples.mask_rois)           # (P, C, 14, 14)
+            z = self.keypoint_roi_pool(features, samples.keypoint_rois)       # (P, C, 14, 14)
             keypoint_logits = self.keypoint_predictor(self.keypoint_head(z))  # (P, 17, 56, 56)
             losses["loss_keypoint"], dkeypoint = keypoint_heatmap_loss(
                 keypoint_logits, samples.keypoint_heatmaps, samples.keypoint_valid)
@@ -301,12 +335,13 @@ class RoIHeads(Module):
             branches["keypoints"] = xp.zeros((0, k, 3), dtype=dtype)
             branches["keypoints_scores"] = xp.zeros((0, k), dtype=dtype)
             if rois.shape[0]:
+                keypoint_rois = self.keypoint_rois(rois)
                 keypoint_logits = self.keypoint_predictor(self.keypoint_head(
-                    self.keypoint_roi_pool(features, rois)))      # (D, K, 56, 56)
+                    self.keypoint_roi_pool(features, keypoint_rois)))  # (D, K, 56, 56)
                 # one heatmap resize per detection, to its own box size: the boxes are read
                 # by the host once (see heatmaps_to_keypoints)
                 branches["keypoints"], branches["keypoints_scores"] = heatmaps_to_keypoints(
-                    keypoint_logits, rois)
+                    keypoint_logits, keypoint_rois)
         out, start = [], 0
         for b, sc, lb in zip(boxes, scores, labels):
             out.append({"boxes": b, "labels": lb, "scores": sc,

@@ -15,6 +15,7 @@ from test_mask_rcnn import (  # the scene and the backend parity of the mask mod
 
 from npmaskrcnn.config import KeypointConfig, keypoint_mask_r50_fpn, keypoint_r50_fpn, tiny
 from npmaskrcnn.gradcheck import directional_check
+from npmaskrcnn.model.keypoint_head import keypoints_to_heatmap
 from npmaskrcnn.model.mask_rcnn import MaskRCNN
 from npmaskrcnn.model.targets import batch_ground_truth
 
@@ -154,6 +155,77 @@ def test_keypoint_only_model_has_no_mask_branch():
         assert (y >= 0).all() and (y <= h).all() and (x <= w).all()
 
 
+def test_keypoint_roi_scale_widens_the_keypoint_branchs_boxes():
+    """``KeypointConfig.roi_scale``: the keypoint branch pools from, sets its targets on and
+    decodes its heatmaps in each box scaled about its centre; 1.0 leaves the boxes alone
+    (torchvision). Scaled by 1.5, a keypoint may land outside its detection's box."""
+    cfg = tiny_keypoints(masks=False)
+    cfg.keypoint.roi_scale = 1.5
+    model = MaskRCNN(cfg, dtype=np.float64)
+    img, t = keypoint_scene(2)
+    batch, sizes, targets = model.transform([img], [t])
+    gt = batch_ground_truth(targets, batch.dtype)
+    _, samples = model.forward_batch(batch, sizes, gt)
+    rois, wide = samples.roi.mask_rois, samples.roi.keypoint_rois
+    assert rois.shape[0] > 0
+    centre, half = (rois[:, 1:3] + rois[:, 3:5]) / 2, (rois[:, 3:5] - rois[:, 1:3]) / 2
+    np.testing.assert_allclose(wide, np.concatenate(
+        [rois[:, :1], centre - 1.5 * half, centre + 1.5 * half], axis=1), atol=1e-12)
+    # the heatmap targets are the cells of the wide boxes: each positive's matched gt (the
+    # gt of highest IoU, the matcher's rule) put through keypoints_to_heatmap on them
+    boxes = gt.boxes[0][gt.valid[0]]
+    lo = np.maximum(rois[:, None, 1:3], boxes[None, :, :2])
+    hi = np.minimum(rois[:, None, 3:5], boxes[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    area = lambda b: np.prod(b[..., 2:] - b[..., :2], axis=-1)  # noqa: E731
+    matched = np.argmax(inter / (area(rois[:, None, 1:]) + area(boxes)[None] - inter), axis=1)
+    kps = gt.keypoints[0][gt.valid[0]][matched]
+    cells, valid = keypoints_to_heatmap(kps, wide, 56)
+    np.testing.assert_array_equal(samples.roi.keypoint_valid, valid)
+    np.testing.assert_array_equal(samples.roi.keypoint_heatmaps[valid], cells[valid])
+    assert not np.array_equal(keypoints_to_heatmap(kps, rois, 56)[0][valid], cells[valid])
+    model.eval()
+    pred = model.predict([img])[0]
+    x, y = pred["keypoints"][..., 0], pred["keypoints"][..., 1]
+    b = pred["boxes"][:, None]
+    bc, bh = (b[..., :2] + b[..., 2:]) / 2, (b[..., 2:] - b[..., :2]) / 2
+    assert len(b) > 0
+    assert (np.abs(x - bc[..., 0]) <= 1.5 * bh[..., 0] + 1e-6).all()
+    assert (np.abs(y - bc[..., 1]) <= 1.5 * bh[..., 1] + 1e-6).all()
+    outside = (x < b[..., 0]) | (x > b[..., 2]) | (y < b[..., 1]) | (y > b[..., 3])
+    assert outside.any()
+    model1 = MaskRCNN(tiny_keypoints(masks=False), dtype=np.float64)
+    assert model1.roi_heads.keypoint_rois(rois) is rois
+
+
+def test_keypoint_rois_per_image_trains_on_a_subset_of_the_positives():
+    """``KeypointConfig.rois_per_image``: the keypoint branch trains on each image's first
+    positives in the sampler's random order, at most that many, with their own targets;
+    None: on every positive (torchvision)."""
+    img0, t0 = keypoint_scene(3)
+    img1, t1 = keypoint_scene(0)
+    kept = {}
+    for cap in (None, 2):
+        cfg = tiny_keypoints(masks=False)
+        cfg.keypoint.rois_per_image = cap
+        model = MaskRCNN(cfg, dtype=np.float64)
+        batch, sizes, targets = model.transform([img0, img1], [t0, t1])
+        gt = batch_ground_truth(targets, batch.dtype)
+        losses, samples = model.forward_batch(batch, sizes, gt)
+        assert np.isfinite(float(losses["loss_keypoint"]))
+        kept[cap] = samples.roi
+    every, some = kept[None], kept[2]
+    assert every.keypoint_rois is every.mask_rois
+    np.testing.assert_array_equal(some.mask_rois, every.mask_rois)  # same sampler draws
+    image = every.mask_rois[:, 0]
+    counts = [int((image == i).sum()) for i in (0, 1)]
+    assert counts[0] > 2 and counts[1] > 2
+    rows = np.concatenate([np.flatnonzero(image == i)[:2] for i in (0, 1)])
+    np.testing.assert_array_equal(some.keypoint_rois, every.mask_rois[rows])
+    np.testing.assert_array_equal(some.keypoint_valid, every.keypoint_valid[rows])
+    np.testing.assert_array_equal(some.keypoint_heatmaps, every.keypoint_heatmaps[rows])
+
+
 def test_keypoints_are_rescaled_to_the_original_image():
     """The same image at twice its size gives keypoints at twice the coordinates (the
     model resizes both to 64 px; postprocess scales back)."""
@@ -175,6 +247,17 @@ def test_keypoint_model_same_numbers_on_every_backend(xp):
     assert p0["keypoints"].shape == p1["keypoints"].shape and p0["keypoints"].shape[0] > 0
     np.testing.assert_allclose(p0["keypoints"], p1["keypoints"], atol=1e-6)
     np.testing.assert_allclose(p0["keypoints_scores"], p1["keypoints_scores"], atol=1e-6)
+
+
+def test_keypoint_subset_and_wide_rois_same_numbers_on_every_backend(xp):
+    """``rois_per_image`` and ``roi_scale`` (host index, box scaling) on every backend: the
+    step's losses, gradients and keypoints equal NumPy's."""
+    cfg = tiny_keypoints()
+    cfg.keypoint.rois_per_image, cfg.keypoint.roi_scale = 2, 1.25
+    img, t = keypoint_scene(6)
+    p0, p1, _ = step_on_backends(cfg, img, t, xp)
+    assert p0["keypoints"].shape == p1["keypoints"].shape and p0["keypoints"].shape[0] > 0
+    np.testing.assert_allclose(p0["keypoints"], p1["keypoints"], atol=1e-6)
 
 
 def test_presets_have_torchvisions_architecture():
