@@ -241,11 +241,14 @@ def figures(num_classes: int = 2, image_size: int = 192, masks: bool = False) ->
     (``masks=True``, or the ``figures_mask`` preset, keeps it).
     """
     cfg = shapes(num_classes, image_size)
-    # torchvision's level rule (224 px to P4): these figures (84-204 px tall as the model
-    # sees them) are then pooled from P2/P3, cells of 4-8 px; with the shapes' scaled 56
-    # they went to P4/P5, cells of 16-32 px, too coarse to place a keypoint within OKS's
-    # few pixels (keypoint AP 17.0 -> 35.3 on a validation split of data seed 1, README)
-    cfg.roi_heads = replace(cfg.roi_heads, mask_on=masks, canonical_scale=224)
+    # the FPN level rule at twice torchvision's canonical size (448 px to P4, so under 224
+    # px to P2): every figure (84-204 px tall as the model sees them, sqrt(wh) under 224)
+    # is pooled from P2, cells of 4 px. With the shapes' scaled 56 they went to P4/P5,
+    # cells of 16-32 px, too coarse to place a keypoint within OKS's few pixels; with
+    # torchvision's 224 to P2/P3 (keypoint AP 17.0 with 56, 35.3 with 224, and at today's
+    # head, data and schedule 47.9 with 224, 51.6 with 448, on a validation split of data
+    # seed 1, README)
+    cfg.roi_heads = replace(cfg.roi_heads, mask_on=masks, canonical_scale=448)
     # 128 channels rather than the FPN's 64: keypoint AP 35.3 -> 38.0 at 1500 iterations, and
     # with five times the images 47.9 at 2000 (validation split of data seed 1, README); an
     # iteration costs about 10% more on the 2-core machine (0.52 s against 0.47 s)

@@ -51,4 +51,4 @@ def test_checkpoints_from_before_the_canonical_scale_read_back_with_224():
     assert MaskRCNNConfig.from_dict(d).roi_heads.canonical_scale == 224
     assert PRESETS["shapes"]().roi_heads.canonical_scale == 56
     assert PRESETS["r50_fpn"]().roi_heads.canonical_scale == 224
-    assert PRESETS["figures"]().roi_heads.canonical_scale == 224  # keypoints want P2/P3
+    assert PRESETS["figures"]().roi_heads.canonical_scale == 448  # keypoints want P2

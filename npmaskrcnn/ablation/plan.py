@@ -197,7 +197,8 @@ def model_config(variant: Variant, plan: Plan, num_classes: int, seed: int) -> M
                             class_agnostic_mask=variant.class_agnostic_mask)
     if variant.data in KEYPOINT_DATA:  # Table 6 was designed and measured (2026-12-04) with
         # the shapes tables' level rule, 56 px to P4; kept, so that its runs stay valid (the
-        # figures preset itself has used torchvision's 224 since: README, Keypoints)
+        # figures preset itself has used torchvision's 224 since, and 448 since 2026-12-05:
+        # README, Keypoints)
         cfg.roi_heads = replace(cfg.roi_heads, canonical_scale=56)
         # and its keypoint head of 4 x conv 64 (the preset's has 128 channels since)
         cfg.keypoint = replace(cfg.keypoint, layers=(64,) * 4)

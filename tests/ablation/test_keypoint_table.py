@@ -56,7 +56,7 @@ def test_figures_variants_get_the_figures_preset_with_their_pooler_in_every_bran
     default = PRESETS["figures"](num_classes=2)  # what the train command builds
     default.transform.min_size = default.transform.max_size = 240
     default.seed = 3
-    assert default.roi_heads.canonical_scale == 224 and configs[1]["roi_heads"][
+    assert default.roi_heads.canonical_scale == 448 and configs[1]["roi_heads"][
         "canonical_scale"] == 56  # Table 6's level rule, pinned as it was measured
     default.roi_heads.canonical_scale = 56
     assert default.keypoint.layers == (128,) * 4  # Table 6's head is pinned as measured, too
