@@ -200,15 +200,15 @@ class RoIHeads(Module):
             if gt.keypoints is None:
                 raise ValueError("the keypoint branch needs ground-truth keypoints: the "
                                  "targets have no 'keypoints'")
-            image = xp.asarray(np.repeat(np.arange(n), num_pos))  # (P,) image of each positive
+            image = np.repeat(np.arange(n), num_pos)  # (P,) image of each positive
             positives, matched_kp = mask_rois, matched_first
             kept = self.keypoint_positives(num_pos)  # those that train the branch
             if kept is not None:
-                kept = xp.asarray(kept)
-                positives, matched_kp, image = mask_rois[kept], matched_first[kept], image[kept]
+                image, kept = image[kept], xp.asarray(kept)
+                positives, matched_kp = mask_rois[kept], matched_first[kept]
             keypoint_rois = self.keypoint_rois(positives)
             heatmaps, valid_keypoints = keypoints_to_heatmap(
-                gt.keypoints[image, matched_kp], keypoint_rois, self.heatmap_size)
+                gt.keypoints[xp.asarray(image), matched_kp], keypoint_rois, self.heatmap_size)
         return RoISamples(
             rois, roi_labels,
             self.box_coder.encode(target_boxes, reference_boxes).reshape(n * b, 4),
@@ -224,7 +224,7 @@ class RoIHeads(Module):
             return None
         starts = np.cumsum([0] + num_pos[:-1])
         kept = [start + np.arange(min(k, cap)) for start, k in zip(starts, num_pos)]
-        return np.concatenate(kept + [np.zeros(0, np.int64)]).astype(np.int64)
+        return np.concatenate(kept + [np.zeros(0, np.int64)])
 
     def keypoint_rois(self, rois):
         """(R, 5) RoIs of the keypoint branch: ``rois`` with each box scaled about its centre

@@ -13,6 +13,7 @@ from test_mask_rcnn import (  # the scene and the backend parity of the mask mod
     step_on_backends,
 )
 
+from npmaskrcnn.boxes.ops import box_iou
 from npmaskrcnn.config import KeypointConfig, keypoint_mask_r50_fpn, keypoint_r50_fpn, tiny
 from npmaskrcnn.gradcheck import directional_check
 from npmaskrcnn.model.keypoint_head import keypoints_to_heatmap
@@ -173,12 +174,7 @@ def test_keypoint_roi_scale_widens_the_keypoint_branchs_boxes():
         [rois[:, :1], centre - 1.5 * half, centre + 1.5 * half], axis=1), atol=1e-12)
     # the heatmap targets are the cells of the wide boxes: each positive's matched gt (the
     # gt of highest IoU, the matcher's rule) put through keypoints_to_heatmap on them
-    boxes = gt.boxes[0][gt.valid[0]]
-    lo = np.maximum(rois[:, None, 1:3], boxes[None, :, :2])
-    hi = np.minimum(rois[:, None, 3:5], boxes[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    area = lambda b: np.prod(b[..., 2:] - b[..., :2], axis=-1)  # noqa: E731
-    matched = np.argmax(inter / (area(rois[:, None, 1:]) + area(boxes)[None] - inter), axis=1)
+    matched = np.argmax(box_iou(rois[:, 1:], gt.boxes[0][gt.valid[0]]), axis=1)
     kps = gt.keypoints[0][gt.valid[0]][matched]
     cells, valid = keypoints_to_heatmap(kps, wide, 56)
     np.testing.assert_array_equal(samples.roi.keypoint_valid, valid)
