@@ -158,8 +158,11 @@ def upsample_bilinear2d_forward(x, size=None, scale_factor=None):
                                                    scale_factor)
     r0, r1, lr0, lr1 = bilinear_source_index(H, Ho, s_h, x.dtype, xp)
     c0, c1, lc0, lc1 = bilinear_source_index(W, Wo, s_w, x.dtype, xp)
-    cols = x[..., c0] * lc0 + x[..., c1] * lc1  # (N, C, H, W) -> (N, C, H, Wo)
-    out = cols[..., r0, :] * lr0[:, None] + cols[..., r1, :] * lr1[:, None]  # -> (N, C, Ho, Wo)
+    # x[..., c0] and cols[..., r0, :], as take: the same copies, and in NumPy several times
+    # faster for the rows (fancy indexing before the last axis goes element by element)
+    cols = xp.take(x, c0, axis=-1) * lc0 + xp.take(x, c1, axis=-1) * lc1  # -> (N, C, H, Wo)
+    out = (xp.take(cols, r0, axis=-2) * lr0[:, None]
+           + xp.take(cols, r1, axis=-2) * lr1[:, None])  # (N, C, H, Wo) -> (N, C, Ho, Wo)
     return out, UpsampleBilinear2dCache(tuple(x.shape), (r0, r1, lr0, lr1), (c0, c1, lc0, lc1))
 
 

@@ -50,17 +50,18 @@ def softmax_cross_entropy(logits, labels, ignore_index: int = -100):
     valid = y != ignore_index
     y_safe = xp.where(valid, y, 0)  # any in-range index; ignored rows are masked out below
     shifted = z - z.max(axis=1, keepdims=True)
-    lse = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))  # logsumexp(z) - zmax
-    logp = shifted - lse  # (rows, K) log-softmax
+    exp = xp.exp(shifted)
+    sum_exp = exp.sum(axis=1)  # (rows,)
     rows = xp.arange(z.shape[0])
-    nll = -logp[rows, y_safe]  # (rows,)
+    nll = xp.log(sum_exp) - shifted[rows, y_safe]  # logsumexp(z) - z_y, both less zmax
     count = valid.sum()
     zero = xp.zeros((), dtype=logits.dtype)
     total = xp.where(valid, nll, zero).sum()
     denom = xp.maximum(count, 1).astype(logits.dtype)
     loss = xp.where(count > 0, total / denom, xp.asarray(np.nan, dtype=logits.dtype))
 
-    grad = xp.exp(logp)  # softmax
+    grad = exp
+    grad /= sum_exp[:, None]  # softmax, in place of exp (not needed any more)
     grad[rows, y_safe] -= 1
     grad *= (valid / denom).astype(logits.dtype)[:, None]
     # (R * prod(S), K) -> (R, *S, K) -> (R, K, *S)

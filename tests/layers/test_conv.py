@@ -163,6 +163,21 @@ def test_chunking_does_not_change_results(xp, monkeypatch, chunk, stride):
         assert rel_error(g, e) < 1e-10
 
 
+# SMALL_MAP decides between one GEMM per image (0) and one GEMM over a chunk's images
+# followed by a transposing copy (10**6), for the forward and for dx: both are the loops'.
+@pytest.mark.parametrize("small_map", [0, 10**6])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_one_gemm_per_chunk_or_per_image_same_results(xp, monkeypatch, small_map, stride):
+    monkeypatch.setattr(conv_fast, "SMALL_MAP", small_map)
+    x, w, b = _inputs(xp, (4, 3, 6, 5), (5, 3, 3, 3))
+    out, cache = conv2d_forward(x, w, b, stride, 1)
+    assert rel_error(out, conv2d_naive(x, w, b, stride, 1)) < 1e-10
+    dout = xp.asarray(np.random.default_rng(1).standard_normal(out.shape))
+    expected = conv2d_backward_naive(dout, x, w, b, stride, 1)
+    for g, e in zip(conv2d_backward(dout, cache), expected):
+        assert rel_error(g, e) < 1e-10
+
+
 @pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (3, 2, 1), (1, 1, 0), (1, 2, 0)])
 def test_non_contiguous_inputs(xp, kernel, stride, padding, same_on_non_contiguous):
     same_on_non_contiguous(conv2d_forward, conv2d_backward, (2, 3, 5, 6),
