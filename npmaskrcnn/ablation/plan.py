@@ -200,7 +200,9 @@ def model_config(variant: Variant, plan: Plan, num_classes: int, seed: int) -> M
         # figures preset itself has used torchvision's 224 since, and 448 since 2026-12-05:
         # README, Keypoints)
         cfg.roi_heads = replace(cfg.roi_heads, canonical_scale=56)
-        # and its keypoint head of 4 x conv 64 (the preset's has 128 channels since)
-        cfg.keypoint = replace(cfg.keypoint, layers=(64,) * 4)
+        # and its keypoint head of 4 x conv 64 (the preset's has 128 channels since),
+        # torchvision's scores and no flip test (the preset ranks by box x keypoint
+        # confidence and averages the mirror's heatmaps since 2026-12-05)
+        cfg.keypoint = replace(cfg.keypoint, layers=(64,) * 4, score="box", flip_test=False)
     cfg.seed = seed
     return cfg

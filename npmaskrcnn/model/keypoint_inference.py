@@ -192,3 +192,55 @@ def keypointrcnn_inference(keypoint_logits, boxes_per_image):
         scores.append(sc)
         start += n
     return keypoints, scores
+
+
+CONFIDENCE_RADIUS = 2  # bins around the maximum: a 5 x 5 window of the 56 x 56 heatmap
+
+
+def keypoint_confidence(maps, radius: int = CONFIDENCE_RADIUS):
+    """How sure the keypoint branch is of each keypoint: (R, K) probabilities.
+
+    The branch is trained with a softmax over the m*m bins of each heatmap
+    (``keypointrcnn_loss``), so ``softmax(maps[r, k])`` is its distribution of where keypoint
+    k of detection r lies. The mass of that distribution within ``radius`` bins of its
+    maximum (a (2*radius + 1)^2 window, cut at the borders) is the branch's own probability
+    that the keypoint is within about that distance of where it is placed; the peak bin
+    alone would be small even for a sure keypoint, its mass spread over the neighbours.
+    Not in torchvision (whose keypoint score is the logit at the argmax): it serves
+    ``KeypointConfig.score == "box_x_keypoints"``.
+
+    Args:
+        maps: (R, K, m, m) keypoint logits.
+        radius: half the window's side, in bins.
+    Returns:
+        (R, K) in [0, 1], maps' dtype.
+    """
+    xp = get_xp(maps)
+    R, K, mh, mw = maps.shape
+    flat = maps.reshape(R, K, mh * mw)
+    prob = xp.exp(flat - flat.max(axis=2, keepdims=True))
+    prob = (prob / prob.sum(axis=2, keepdims=True)).reshape(R, K, mh, mw)
+    side = 2 * radius + 1
+    padded = xp.zeros((R, K, mh + 2 * radius, mw + 2 * radius), dtype=maps.dtype)
+    padded[:, :, radius:radius + mh, radius:radius + mw] = prob
+    rows = sum(padded[:, :, i:i + mh] for i in range(side))  # (R, K, mh, mw + 2r)
+    window = sum(rows[..., j:j + mw] for j in range(side))  # (R, K, mh, mw): window sums
+    best = flat.argmax(axis=2)[:, :, None]  # (R, K, 1)
+    return xp.take_along_axis(window.reshape(R, K, mh * mw), best, axis=2)[:, :, 0]
+
+
+def keypoint_confidence_naive(maps, radius: int = CONFIDENCE_RADIUS):
+    """Loop reference for ``keypoint_confidence``: one heatmap at a time, its softmax and
+    the sum over the window around its first maximum."""
+    xp = get_xp(maps)
+    R, K, mh, mw = maps.shape
+    out = xp.zeros((R, K), dtype=maps.dtype)
+    for r in range(R):
+        for k in range(K):
+            m = maps[r, k]
+            p = xp.exp(m - m.max())
+            p = p / p.sum()
+            y, x = divmod(int(m.argmax()), mw)
+            window = p[max(y - radius, 0):y + radius + 1, max(x - radius, 0):x + radius + 1]
+            out[r, k] = window.sum()
+    return out

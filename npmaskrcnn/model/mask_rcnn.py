@@ -25,7 +25,7 @@ from .fpn import FeaturePyramidNetwork
 from .roi_heads import RoIHeads
 from .rpn import RegionProposalNetwork
 from .targets import GroundTruth, TrainingSamples, batch_ground_truth
-from .transform import GeneralizedRCNNTransform
+from .transform import GeneralizedRCNNTransform, mirror_batch
 
 
 class BackboneWithFPN(Module):
@@ -138,7 +138,8 @@ class MaskRCNN(Module):
         ``scores`` (D,), ``masks`` (D, H, W) probabilities (threshold at 0.5); with
         ``paste_masks=False`` the masks stay (D, 1, M, M) maps over their boxes (see
         ``GeneralizedRCNNTransform.postprocess``). With the keypoint branch: ``keypoints``
-        (D, K, 3) ``x, y, 1`` in original pixels and ``keypoints_scores`` (D, K)."""
+        (D, K, 3) ``x, y, 1`` in original pixels and ``keypoints_scores`` (D, K); with
+        ``KeypointConfig.flip_test`` the backbone also sees the mirrored images."""
         was_training = self.training
         self.eval()
         try:
@@ -146,8 +147,12 @@ class MaskRCNN(Module):
             batch, image_sizes, _ = self.transform(images, None)
             features = self.backbone(batch)
             proposals, _, _ = self.rpn(batch.shape[-2:], image_sizes, features)
+            mirrored = None  # KeypointConfig.flip_test: the maps of the mirrored images
+            if self.roi_heads.keypoint_on and self.cfg.keypoint.flip_test:
+                mirrored = self.backbone(mirror_batch(batch, image_sizes))
+                mirrored = mirrored[: self.num_pooled_levels]
             detections = self.roi_heads(features[: self.num_pooled_levels], proposals,
-                                        image_sizes)
+                                        image_sizes, mirrored=mirrored)
             return self.transform.postprocess(detections, image_sizes, original_sizes,
                                               paste_masks)
         finally:

@@ -20,7 +20,9 @@ pooled from).
 
 Inference: box branch → ``postprocess_detections`` (softmax, decode, clip, score > 0.05,
 per-class NMS 0.5, top 100) → mask branch on the final boxes → mask probabilities;
-keypoint branch on the same boxes (scaled likewise) → ``heatmaps_to_keypoints``.
+keypoint branch on the same boxes (scaled likewise) → ``heatmaps_to_keypoints``; with
+``KeypointConfig.score == "box_x_keypoints"`` each detection's score is multiplied by its
+keypoints' mean confidence (``keypoint_confidence``) and the detections re-sorted.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..boxes.coder import BoxCoder
 from ..boxes.matcher import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher
 from ..boxes.ops import box_iou_batched
 from ..boxes.sampler import sample_balanced, sampled_first
+from ..data.transforms import COCO_KEYPOINT_FLIP
 from ..layers.module import Module
 from .box_head import FastRCNNPredictor, TwoMLPHead, fastrcnn_loss
 from .keypoint_head import (
@@ -42,12 +45,13 @@ from .keypoint_head import (
     keypoint_heatmap_loss,
     keypoints_to_heatmap,
 )
-from .keypoint_inference import heatmaps_to_keypoints
+from .keypoint_inference import heatmaps_to_keypoints, keypoint_confidence
 from .mask_head import MaskRCNNHeads, MaskRCNNPredictor, maskrcnn_loss, project_masks
 from .poolers import MultiScaleRoIPooler
 from .postprocess import expand_boxes, mask_probabilities, postprocess_detections
 from .targets import GroundTruth, Proposals
 
+KEYPOINT_SCORES = ("box", "box_x_keypoints")  # KeypointConfig.score: what ranks a detection
 IGNORE = -100  # label of a filler row: ignored by the classification loss (F.cross_entropy)
 
 
@@ -129,6 +133,14 @@ class RoIHeads(Module):
             self.heatmap_size = 4 * keypoint.pool_size  # deconv x2, bilinear x2: 56
             self.keypoint_roi_scale = keypoint.roi_scale
             self.keypoint_rois_per_image = keypoint.rois_per_image
+            if keypoint.score not in KEYPOINT_SCORES:
+                raise ValueError(f"KeypointConfig.score must be one of {KEYPOINT_SCORES}, "
+                                 f"not {keypoint.score!r}")
+            self.keypoint_score = keypoint.score
+            if keypoint.flip_test and keypoint.num_keypoints != len(COCO_KEYPOINT_FLIP):
+                raise ValueError(f"KeypointConfig.flip_test swaps COCO's "
+                                 f"{len(COCO_KEYPOINT_FLIP)} keypoints left for right, but "
+                                 f"num_keypoints is {keypoint.num_keypoints}")
         self.box_coder = BoxCoder(weights=tuple(cfg.bbox_reg_weights))
         self.matcher = Matcher(cfg.fg_iou_thresh, cfg.bg_iou_thresh,
                                allow_low_quality_matches=False)
@@ -237,7 +249,7 @@ class RoIHeads(Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, features, proposals: Proposals, image_sizes, gt: GroundTruth | None = None,
-                samples: RoISamples | None = None):
+                samples: RoISamples | None = None, mirrored=None):
         """
         Args:
             features: the maps to pool from (P2..P5, or one map).
@@ -245,6 +257,8 @@ class RoIHeads(Module):
             image_sizes: N x (h, w) of the resized images.
             gt: the batch's ``GroundTruth``, in training.
             samples: reuse these ``RoISamples`` instead of sampling (gradient checks).
+            mirrored: eval, ``KeypointConfig.flip_test``: the maps of the mirrored images
+                (``mirror_batch``).
         Returns:
             training: ``(losses, samples)`` with losses ``{loss_classifier, loss_box_reg,
             loss_mask, loss_keypoint}`` (those of the branches built); eval: N dicts of
@@ -252,7 +266,7 @@ class RoIHeads(Module):
             keypoints_scores (D, K)).
         """
         if not self.training:
-            return self.predict(features, proposals, image_sizes)
+            return self.predict(features, proposals, image_sizes, mirrored)
         if samples is None:
             samples = self.select_training_samples(proposals, gt)
         cfg = self.cfg
@@ -304,9 +318,34 @@ class RoIHeads(Module):
         return dfeat
 
     # ------------------------------------------------------------------ inference
-    def predict(self, features, proposals: Proposals, image_sizes):
+    def keypoint_branch(self, features, rois):
+        """Keypoint logits (R, K, 56, 56) of rois (R, 5): pooler, head, predictor."""
+        return self.keypoint_predictor(self.keypoint_head(self.keypoint_roi_pool(features,
+                                                                                 rois)))
+
+    def mirrored_keypoint_logits(self, mirrored, rois, image_sizes):
+        """The keypoint logits of ``rois`` seen in the mirrored images, mirrored back.
+
+        In image n (width w_n) the box x1..x2 is w_n - x2..w_n - x1 in the mirror, and its
+        heatmap bin j (of m, left to right) is bin m - 1 - j of the box: the mirror's logits,
+        columns reversed and left and right keypoints swapped (``COCO_KEYPOINT_FLIP``), are
+        a second estimate of the same heatmaps.
+        """
+        xp = get_xp(rois)
+        widths = xp.asarray([w for _, w in image_sizes], dtype=rois.dtype)
+        w = widths[rois[:, 0].astype(np.int64)]  # (R,) the width of each RoI's image
+        flipped = xp.stack([rois[:, 0], w - rois[:, 3], rois[:, 2], w - rois[:, 1],
+                            rois[:, 4]], axis=1)
+        logits = self.keypoint_branch(mirrored, flipped)
+        return logits[:, list(COCO_KEYPOINT_FLIP), :, ::-1]
+
+    def predict(self, features, proposals: Proposals, image_sizes, mirrored=None):
         """Detections per image: boxes (D, 4), labels (D,), scores (D,), and the branches'
-        masks (D, 1, M, M), keypoints (D, K, 3) ``x, y, 1`` and keypoints_scores (D, K)."""
+        masks (D, 1, M, M), keypoints (D, K, 3) ``x, y, 1`` and keypoints_scores (D, K).
+        Sorted by score, highest first; the score is the box classifier's (tv), or that times
+        the keypoints' confidence (``KeypointConfig.score``). ``mirrored``: the maps of the
+        mirrored images, whose keypoint heatmaps are averaged in (``mirrored_keypoint_logits``).
+        """
         xp = get_xp(features[0])
         cfg = self.cfg
         n, p = proposals.valid.shape
@@ -322,6 +361,7 @@ class RoIHeads(Module):
         rois = boxes_to_rois(boxes)
         dtype = features[0].dtype
         branches = {}  # name -> (D, ...) for the detections of all images, in order
+        confidence = None  # (D,) keypoint confidence, with KeypointConfig.score "box_x_keypoints"
         if self.mask_on:
             m = 2 * cfg.mask_pool_size
             branches["masks"] = xp.zeros((0, 1, m, m), dtype=dtype)
@@ -336,15 +376,24 @@ class RoIHeads(Module):
             branches["keypoints_scores"] = xp.zeros((0, k), dtype=dtype)
             if rois.shape[0]:
                 keypoint_rois = self.keypoint_rois(rois)
-                keypoint_logits = self.keypoint_predictor(self.keypoint_head(
-                    self.keypoint_roi_pool(features, keypoint_rois)))  # (D, K, 56, 56)
+                keypoint_logits = self.keypoint_branch(features, keypoint_rois)  # (D, K, 56, 56)
+                if mirrored is not None:  # flip test: the mean of the two views' logits
+                    keypoint_logits = (keypoint_logits + self.mirrored_keypoint_logits(
+                        mirrored, keypoint_rois, image_sizes)) / 2
                 # one heatmap resize per detection, to its own box size: the boxes are read
                 # by the host once (see heatmaps_to_keypoints)
                 branches["keypoints"], branches["keypoints_scores"] = heatmaps_to_keypoints(
                     keypoint_logits, keypoint_rois)
+                if self.keypoint_score == "box_x_keypoints":
+                    confidence = keypoint_confidence(keypoint_logits).mean(axis=1)  # (D,)
         out, start = [], 0
         for b, sc, lb in zip(boxes, scores, labels):
-            out.append({"boxes": b, "labels": lb, "scores": sc,
-                        **{k: v[start:start + len(b)] for k, v in branches.items()}})
+            det = {"boxes": b, "labels": lb, "scores": sc,
+                   **{k: v[start:start + len(b)] for k, v in branches.items()}}
+            if confidence is not None:  # rank by box x keypoints, highest first again
+                det["scores"] = sc * confidence[start:start + len(b)]
+                order = xp.argsort(-det["scores"], kind="stable")
+                det = {k: v[order] for k, v in det.items()}
+            out.append(det)
             start += len(b)
         return out

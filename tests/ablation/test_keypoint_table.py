@@ -61,6 +61,10 @@ def test_figures_variants_get_the_figures_preset_with_their_pooler_in_every_bran
     default.roi_heads.canonical_scale = 56
     assert default.keypoint.layers == (128,) * 4  # Table 6's head is pinned as measured, too
     default.keypoint.layers = (64,) * 4
+    assert (default.keypoint.score, default.keypoint.flip_test) == ("box_x_keypoints", True)
+    assert (configs[1]["keypoint"]["score"], configs[1]["keypoint"]["flip_test"]) == (
+        "box", False)  # and its inference (torchvision's scores, no flip test)
+    default.keypoint.score, default.keypoint.flip_test = "box", False
     assert configs[1] == default.to_dict()  # RoIAlign avg: the train command's model
     pool, align = configs
     assert {k for k in pool if pool[k] != align[k]} == {"roi_heads"}

@@ -9,6 +9,8 @@ from npmaskrcnn.model.keypoint_head import keypoints_to_heatmap
 from npmaskrcnn.model.keypoint_inference import (
     cubic_source_index,
     heatmaps_to_keypoints,
+    keypoint_confidence,
+    keypoint_confidence_naive,
     keypointrcnn_inference,
     resize_bicubic,
     resize_bicubic_naive,
@@ -150,3 +152,25 @@ def test_heatmaps_to_keypoints_torchvision_parity(xp):
     err = rel_error(scores, tscores.numpy())
     print(f"heatmaps_to_keypoints parity: {r * k} keypoints equal, scores rel error {err:.1e}")
     assert err < 1e-6
+
+
+# ------------------------------------------------------------------ keypoint confidence
+def test_keypoint_confidence_equals_naive_and_hand_cases(xp):
+    """The softmax mass within 2 bins of each heatmap's maximum: equal to the loop
+    reference on random maps; 1 for a one-hot heatmap; 25 bins of a flat heatmap in its
+    middle (25 / m^2), and only the 9 bins left of the window at a corner (first maximum
+    of a flat map: the corner (0, 0))."""
+    rng = np.random.default_rng(0)
+    maps = rng.standard_normal((3, 4, 56, 56)) * 3
+    maps[0, 1, 40, 55] = 60.0  # one-hot at the right border
+    fast = asnumpy(keypoint_confidence(xp.asarray(maps)))
+    slow = keypoint_confidence_naive(maps)
+    print("keypoint_confidence vs naive, max |diff|:", np.abs(fast - slow).max())
+    np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-15)
+    assert fast.shape == (3, 4) and abs(fast[0, 1] - 1) < 1e-12
+    assert ((0 < fast) & (fast <= 1)).all() and fast.min() < 0.5  # random maps are unsure
+    flat = np.zeros((2, 1, 56, 56))
+    flat[1, 0, 20, 30] = 1e-9  # a flat map with its maximum in the middle
+    conf = asnumpy(keypoint_confidence(xp.asarray(flat)))
+    np.testing.assert_allclose(conf[:, 0], [9 / 56**2, 25 / 56**2], rtol=1e-6)
+    assert keypoint_confidence(xp.zeros((0, 17, 56, 56))).shape == (0, 17)

@@ -246,14 +246,53 @@ def test_keypoint_model_same_numbers_on_every_backend(xp):
 
 
 def test_keypoint_subset_and_wide_rois_same_numbers_on_every_backend(xp):
-    """``rois_per_image`` and ``roi_scale`` (host index, box scaling) on every backend: the
-    step's losses, gradients and keypoints equal NumPy's."""
-    cfg = tiny_keypoints()
+    """``rois_per_image``, ``roi_scale`` (host index, box scaling), the ``box_x_keypoints``
+    score and the flip test on every backend: the step's losses, gradients, keypoints and
+    scores equal NumPy's."""
+    cfg = tiny_keypoints(num_keypoints=17)
     cfg.keypoint.rois_per_image, cfg.keypoint.roi_scale = 2, 1.25
-    img, t = keypoint_scene(6)
+    cfg.keypoint.score, cfg.keypoint.flip_test = "box_x_keypoints", True
+    img, t = keypoint_scene(6, num_keypoints=17)
     p0, p1, _ = step_on_backends(cfg, img, t, xp)
     assert p0["keypoints"].shape == p1["keypoints"].shape and p0["keypoints"].shape[0] > 0
     np.testing.assert_allclose(p0["keypoints"], p1["keypoints"], atol=1e-6)
+    np.testing.assert_allclose(p0["scores"], p1["scores"], rtol=1e-9)
+
+
+def test_box_x_keypoints_score_is_box_score_times_keypoint_confidence(monkeypatch):
+    """With ``KeypointConfig.score = "box_x_keypoints"`` the same weights give the same
+    detections, each scored by its box score times the mean over its keypoints of
+    ``keypoint_confidence_naive`` of its heatmaps, sorted by that score; "box" keeps the box
+    classifier's scores (torchvision); anything else is refused by name."""
+    from npmaskrcnn.model import keypoint_inference, roi_heads
+
+    maps = []  # the heatmaps each prediction decoded
+    decode = roi_heads.heatmaps_to_keypoints
+
+    def keep_maps(logits, rois):
+        maps.append(np.array(logits))
+        return decode(logits, rois)
+
+    monkeypatch.setattr(roi_heads, "heatmaps_to_keypoints", keep_maps)
+    cfg = tiny_keypoints(masks=False)
+    img, t = keypoint_scene(7, dtype=np.float64)
+    box_model = MaskRCNN(cfg, dtype=np.float64)
+    cfg.keypoint.score = "box_x_keypoints"
+    rescored_model = MaskRCNN(cfg, dtype=np.float64)
+    rescored_model.load_state_dict(box_model.state_dict())
+    box, rescored = box_model.predict([img])[0], rescored_model.predict([img])[0]
+    assert len(box["scores"]) >= 3 and len(maps) == 2
+    confidence = keypoint_inference.keypoint_confidence_naive(maps[0]).mean(axis=1)  # (D,)
+    expected = box["scores"] * confidence
+    order = np.argsort(-expected, kind="stable")
+    assert not np.array_equal(order, np.arange(len(order)))  # the ranking changed
+    np.testing.assert_allclose(rescored["scores"], expected[order], rtol=1e-12)
+    for key in ("boxes", "labels", "keypoints", "keypoints_scores"):
+        np.testing.assert_array_equal(rescored[key], box[key][order])
+    assert (np.diff(rescored["scores"]) <= 0).all() and (np.diff(box["scores"]) <= 0).all()
+    cfg.keypoint.score = "keypoints"
+    with pytest.raises(ValueError, match="KeypointConfig.score.*'keypoints'"):
+        MaskRCNN(cfg)
 
 
 def test_presets_have_torchvisions_architecture():
@@ -334,3 +373,47 @@ def test_torchvision_keypointrcnn_weights_give_torchvisions_keypoints(tmp_path):
         np.testing.assert_allclose(g["keypoints"], w["keypoints"], rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(g["keypoints_scores"], w["keypoints_scores"], rtol=1e-6,
                                    atol=1e-6)
+
+
+def test_flip_test_averages_the_heatmaps_of_the_image_and_its_mirror(monkeypatch):
+    """``KeypointConfig.flip_test``: each detection's heatmap logits are the mean of the
+    branch's logits for its box in the image and, recomputed here from the image mirrored
+    by the data pipeline's ``hflip``, for the mirrored box in the mirrored image, mirrored
+    back with left and right swapped. A model of 5 keypoints cannot have it (no swap)."""
+    from npmaskrcnn.data.transforms import COCO_KEYPOINT_FLIP, hflip
+    from npmaskrcnn.model import roi_heads
+
+    seen = []  # (logits, rois) that each prediction decoded
+    decode = roi_heads.heatmaps_to_keypoints
+
+    def keep(logits, rois):
+        seen.append((np.array(logits), np.array(rois)))
+        return decode(logits, rois)
+
+    monkeypatch.setattr(roi_heads, "heatmaps_to_keypoints", keep)
+    cfg = tiny_keypoints(masks=False, num_keypoints=17)
+    cfg.keypoint.flip_test = True
+    model = MaskRCNN(cfg, dtype=np.float64).eval()
+    img, _ = keypoint_scene(8, num_keypoints=17, dtype=np.float64)
+    img = img[:, :, 5:]  # not square, so the resized width is not the padded width
+    pred = model.predict([img])[0]
+    (averaged, rois), = seen
+    assert len(pred["boxes"]) >= 2 and rois.shape[1] == 5
+
+    def branch(image, boxes):
+        batch, sizes, _ = model.transform([image], None)
+        features = model.backbone(batch)[: model.num_pooled_levels]
+        return model.roi_heads.keypoint_branch(features, boxes), sizes[0]
+
+    direct, (_, w) = branch(img, rois)
+    assert w < model.transform([img], None)[0].shape[-1]  # padding at the right
+    mirror_rois = rois.copy()
+    mirror_rois[:, 1], mirror_rois[:, 3] = w - rois[:, 3], w - rois[:, 1]
+    mirrored, _ = branch(hflip(img, {})[0], mirror_rois)
+    mirrored = mirrored[:, list(COCO_KEYPOINT_FLIP), :, ::-1]
+    assert np.abs(mirrored - direct).max() > 1e-3  # two different estimates
+    np.testing.assert_allclose(averaged, (direct + mirrored) / 2, rtol=1e-7, atol=1e-9)
+    cfg = tiny_keypoints(masks=False)
+    cfg.keypoint.flip_test = True
+    with pytest.raises(ValueError, match="flip_test.*num_keypoints is 5"):
+        MaskRCNN(cfg)

@@ -10,6 +10,7 @@ from npmaskrcnn.backend import asnumpy
 from npmaskrcnn.model.postprocess import paste_masks_in_image
 from npmaskrcnn.model.transform import (
     GeneralizedRCNNTransform,
+    mirror_batch,
     resize_bilinear,
     resize_bilinear_naive,
     resize_boxes,
@@ -265,3 +266,19 @@ def test_transform_and_postprocess_match_torchvision():
             np.testing.assert_allclose(a["masks"], b["masks"][:, 0].numpy(), atol=1e-6)
     print(f"transform vs torchvision: max abs error of the batch {worst:.2e}")
     assert worst < 1e-5
+
+
+def test_mirror_batch_mirrors_each_image_within_its_width(xp):
+    """Each image mirrored left to right inside its own width; its padding (right and below)
+    stays where it was; mirroring twice gives the batch back; one size or several."""
+    rng = np.random.default_rng(0)
+    batch = rng.standard_normal((2, 3, 5, 8))
+    for sizes in ([(5, 6), (5, 6)], [(4, 8), (5, 3)]):
+        padded = batch.copy()
+        for n, (h, w) in enumerate(sizes):
+            padded[n, :, h:], padded[n, :, :, w:] = 0, 0
+        out = asnumpy(mirror_batch(xp.asarray(padded), sizes))
+        for n, (h, w) in enumerate(sizes):
+            np.testing.assert_array_equal(out[n, :, :, :w], padded[n, :, :, w - 1::-1])
+            assert not out[n, :, h:].any() and not out[n, :, :, w:].any()
+        np.testing.assert_array_equal(asnumpy(mirror_batch(xp.asarray(out), sizes)), padded)
