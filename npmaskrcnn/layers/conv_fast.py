@@ -181,17 +181,19 @@ def conv2d_backward(dout, cache: Conv2dCache, input_grad: bool = True):
         return (*_backward_device(dout, cache, input_grad), db)
     path = _path((kh, kw), stride, padding)
     if path == "same_width":
-        return (*_same_width_backward(dout, x, w, padding), db)
+        return (*_same_width_backward(dout, x, w, padding, input_grad), db)
     if path == "pointwise":
         d3, x3 = dout.reshape(n, f, oh * ow), x.reshape(n, c, h * wd)
-        dx = xp.matmul(w.reshape(f, c).T, d3).reshape(x.shape)  # (C, F) @ (N, F, HW)
+        dx = None
+        if input_grad:
+            dx = xp.matmul(w.reshape(f, c).T, d3).reshape(x.shape)  # (C, F) @ (N, F, HW)
         dw_t = xp.zeros((c, f), dtype=dout.dtype)  # dW^T
         for i in range(n):
             dw_t += x3[i] @ d3[i].T  # (C, HW) @ (HW, F)
         return dx, xp.ascontiguousarray(dw_t.T).reshape(w.shape), db
     w_mat = w.reshape(f, -1)  # (F, C*KH*KW)
     x_pad = pad_input(x, padding)
-    dx_pad = xp.zeros(x_pad.shape, dtype=dout.dtype)
+    dx_pad = xp.zeros(x_pad.shape, dtype=dout.dtype) if input_grad else None
     dw_t = xp.zeros((c * kh * kw, f), dtype=dout.dtype)  # dW^T
     for n0, n1, r0, r1 in chunk_ranges(n, oh, ow, c * kh * kw):
         cols = im2col_windows(x_pad, (kh, kw), stride, (n0, n1), (r0, r1))  # (C*KH*KW, L)
@@ -199,16 +201,22 @@ def conv2d_backward(dout, cache: Conv2dCache, input_grad: bool = True):
         d_mat = dout.reshape(n, f, oh * ow)[n0:n1, :, r0 * ow : r1 * ow]
         d_mat = d_mat.transpose(1, 0, 2).reshape(f, -1)
         dw_t += cols @ d_mat.T  # (C*KH*KW, L) @ (L, F)
+        if not input_grad:  # the stem: the image needs no gradient
+            continue
         d_cols = w_mat.T @ d_mat  # (C*KH*KW, F) @ (F, L)
         blocks = d_cols.reshape(c, kh, kw, n1 - n0, r1 - r0, ow).transpose(3, 0, 1, 2, 4, 5)
         rows = slice(r0 * stride[0], (r1 - 1) * stride[0] + kh)  # the band's window rows
         col2im_add(dx_pad[n0:n1, :, rows], blocks, stride)
+    dw = xp.ascontiguousarray(dw_t.T).reshape(w.shape)
+    if not input_grad:
+        return None, dw, db
     dx = dx_pad[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd]
-    return xp.ascontiguousarray(dx), xp.ascontiguousarray(dw_t.T).reshape(w.shape), db
+    return xp.ascontiguousarray(dx), dw, db
 
 
-def _same_width_backward(dout, x, w, padding):
-    """(dx, dw) of a same-width conv, from the columns of dout, chunk by chunk.
+def _same_width_backward(dout, x, w, padding, input_grad=True):
+    """(dx, dw) of a same-width conv, from the columns of dout, chunk by chunk (dx None
+    without ``input_grad``).
 
     With stride 1, dx is itself a convolution: of dout zero-padded by K-1-p, with the
     kernel rotated by 180 degrees and its channel axes swapped. Its columns D also give
@@ -227,11 +235,12 @@ def _same_width_backward(dout, x, w, padding):
     # w (F, C, KH, KW) -> W_rot (C, F*KH*KW)
     w_rot = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
     flat = pad_rows_flat(dout, d_padding)
-    dx = xp.empty(x.shape, dtype=dout.dtype)
+    dx = xp.empty(x.shape, dtype=dout.dtype) if input_grad else None
     dw_rot_t = xp.zeros((f * kh * kw, c), dtype=dout.dtype)  # dW_rot^T
     for n0, n1, r0, r1 in chunk_ranges(n, h, wd, f * kh * kw):
         d_cols = im2col_same_width(flat, dout.shape, (kh, kw), d_padding, (n0, n1), (r0, r1))
-        _gemm_into(w_rot, d_cols, dx, n0, n1, r0, r1)  # (C, F*KH*KW) @ (F*KH*KW, L)
+        if input_grad:
+            _gemm_into(w_rot, d_cols, dx, n0, n1, r0, r1)  # (C, F*KH*KW) @ (F*KH*KW, L)
         # (images, C, rows, W) -> (C, images*rows*W); a view for a band of one image
         x_mat = x[n0:n1, :, r0:r1].transpose(1, 0, 2, 3).reshape(c, -1)
         dw_rot_t += d_cols @ x_mat.T  # (F*KH*KW, L) @ (L, C)

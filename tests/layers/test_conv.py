@@ -163,6 +163,19 @@ def test_chunking_does_not_change_results(xp, monkeypatch, chunk, stride):
         assert rel_error(g, e) < 1e-10
 
 
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (7, 2, 3), (1, 1, 0)])
+def test_no_input_grad_skips_dx_and_keeps_dw(xp, kernel, stride, padding):
+    """``input_grad=False`` (the stem: its input is the image): dx is None, dw and db are
+    those of the full backward, on each path (same-width, general, pointwise)."""
+    x, w, b = _inputs(xp, (2, 3, 9, 8), (4, 3, kernel, kernel))
+    out, cache = conv2d_forward(x, w, b, stride, padding)
+    dout = xp.asarray(np.random.default_rng(1).standard_normal(out.shape))
+    dx, dw, db = conv2d_backward(dout, cache)
+    none, dw2, db2 = conv2d_backward(dout, cache, input_grad=False)
+    assert dx is not None and none is None
+    assert rel_error(dw2, dw) < 1e-14 and rel_error(db2, db) < 1e-14
+
+
 # SMALL_MAP decides between one GEMM per image (0) and one GEMM over a chunk's images
 # followed by a transposing copy (10**6), for the forward and for dx: both are the loops'.
 @pytest.mark.parametrize("small_map", [0, 10**6])
