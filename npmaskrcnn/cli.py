@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start again in an --out that holds a run (replaces its "
                        "checkpoint, log, eval and examples)")
     p.add_argument("--iters", type=int_at_least(1), default=None,
-                   help="training iterations (default: 1500; 2000 with --data figures)")
+                   help="training iterations (default: 1500; 2400 with --data figures)")
     p.add_argument("--batch-size", type=int_at_least(1), default=4, help="images per iteration")
     p.add_argument("--lr", type=float_in(0.0, low_open=True), default=0.02,
                    help="learning rate after warm-up")

@@ -79,7 +79,7 @@ GENERATED = {
     "shapes": GeneratedData(make_shapes_dataset, shapes_paths, DEFAULT_CLASSES, "shapes",
                             image_size=128, scale=1.5, num_train=400, num_val=100, iters=1500),
     "figures": GeneratedData(make_figures_dataset, figures_paths, ("person",), "figures",
-                             image_size=160, scale=1.5, num_train=2000, num_val=100, iters=2000),
+                             image_size=160, scale=1.5, num_train=2000, num_val=100, iters=2400),
 }
 
 
