@@ -28,6 +28,7 @@ import numpy as np
 
 from ..backend import asnumpy, get_xp
 from .keypoint_head import as_boxes
+from .postprocess import softmax
 
 CUBIC_A = -0.75  # PyTorch's (and OpenCV's) cubic convolution coefficient
 
@@ -218,8 +219,7 @@ def keypoint_confidence(maps, radius: int = CONFIDENCE_RADIUS):
     xp = get_xp(maps)
     R, K, mh, mw = maps.shape
     flat = maps.reshape(R, K, mh * mw)
-    prob = xp.exp(flat - flat.max(axis=2, keepdims=True))
-    prob = (prob / prob.sum(axis=2, keepdims=True)).reshape(R, K, mh, mw)
+    prob = softmax(flat).reshape(R, K, mh, mw)  # over each map's m*m bins
     side = 2 * radius + 1
     padded = xp.zeros((R, K, mh + 2 * radius, mw + 2 * radius), dtype=maps.dtype)
     padded[:, :, radius:radius + mh, radius:radius + mw] = prob

@@ -285,8 +285,8 @@ class RoIHeads(Module):
             losses["loss_mask"], dmask = maskrcnn_loss(mask_logits, samples.mask_targets,
                                                        samples.mask_labels, cfg.mask_loss)
         if self.keypoint_on:  # keypoint branch on the same RoIs
-            z = self.keypoint_roi_pool(features, samples.keypoint_rois)       # (P, C, 14, 14)
-            keypoint_logits = self.keypoint_predictor(self.keypoint_head(z))  # (P, 17, 56, 56)
+            # (P, 17, 56, 56) logits of the positives
+            keypoint_logits = self.keypoint_branch(features, samples.keypoint_rois)
             losses["loss_keypoint"], dkeypoint = keypoint_heatmap_loss(
                 keypoint_logits, samples.keypoint_heatmaps, samples.keypoint_valid)
         self.push(RoIHeadsCache(dcls, dbox, dmask, dkeypoint))

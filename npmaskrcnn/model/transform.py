@@ -205,11 +205,6 @@ def mirror_batch(batch, image_sizes):
     width w_n (the padding stays at the right), so that a box x1..x2 of image n is
     w_n - x2..w_n - x1 in the mirror (``KeypointConfig.flip_test``)."""
     out = batch.copy()
-    widths = {int(w) for _, w in image_sizes}
-    if len(widths) == 1:  # one size for the whole batch: one copy
-        w = widths.pop()
-        out[..., :w] = batch[..., :w][..., ::-1]
-    else:
-        for n, (_, w) in enumerate(image_sizes):
-            out[n, :, :, :w] = batch[n, :, :, :w][..., ::-1]
+    for n, (_, w) in enumerate(image_sizes):
+        out[n, :, :, :w] = batch[n, :, :, :w][..., ::-1]
     return out
