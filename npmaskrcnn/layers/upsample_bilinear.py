@@ -29,10 +29,15 @@ The map is linear and separable: with the (out, in) interpolation matrices A_h a
 
     out = A_h @ x @ A_w^T        and so        dx = A_h^T @ dout @ A_w.
 
-The forward is done as two weighted gathers (columns, then rows: two neighbours per
-output instead of a product with mostly-zero matrices); the backward as the two matrix
-products, the adjoint of those gathers. PyTorch's kernels add the same terms in another
-order, so outputs and gradients agree with PyTorch's to rounding (about an ulp).
+Both passes are these matrix products: the forward one GEMM over every row of every map
+(``x @ A_w^T``) and one small batched product per map (``A_h @ .``), the backward their
+transposes. The matrices are mostly zeros (two entries a row), so a pair of weighted
+gathers would do a fraction of the multiply-adds, but on a CPU each gather pass and each
+product of two whole arrays is a trip through memory, and the GEMMs are several times
+faster (the keypoint predictor's (44, 17, 28, 28) -> 56 x 56: 2 ms against 18 ms on a
+2-core machine). The zeros add nothing, so the terms and weights are PyTorch's; PyTorch's
+kernel adds them in another order, so outputs and gradients agree with PyTorch's and with
+the loop reference to rounding (an ulp).
 
 Not ``torch.nn.UpsamplingBilinear2d``, which uses ``align_corners=True``.
 """
@@ -40,7 +45,7 @@ Not ``torch.nn.UpsamplingBilinear2d``, which uses ``align_corners=True``.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -93,11 +98,11 @@ def interpolation_matrix(i0, i1, l0, l1, in_size: int):
 
 class UpsampleBilinear2dCache(NamedTuple):
     """What ``upsample_bilinear2d_backward`` needs. The map is linear in x, so x is not
-    kept; the small interpolation matrices are rebuilt from the indices in the backward."""
+    kept: only its shape and the two small interpolation matrices."""
 
     x_shape: tuple  # (N, C, H, W) of the input
-    rows: tuple  # (i0, i1, l0, l1) along H: (Ho,) each
-    cols: tuple  # (i0, i1, l0, l1) along W: (Wo,) each
+    a_h: Any  # (Ho, H): A_h, the rows' interpolation matrix
+    a_w: Any  # (Wo, W): A_w, the columns'
 
 
 def upsample_bilinear2d_naive(x, size=None, scale_factor=None):
@@ -156,14 +161,13 @@ def upsample_bilinear2d_forward(x, size=None, scale_factor=None):
     H, W = x.shape[-2:]
     (Ho, Wo), (s_h, s_w) = interpolate_output_size("upsample_bilinear2d", x.shape, size,
                                                    scale_factor)
-    r0, r1, lr0, lr1 = bilinear_source_index(H, Ho, s_h, x.dtype, xp)
-    c0, c1, lc0, lc1 = bilinear_source_index(W, Wo, s_w, x.dtype, xp)
-    # x[..., c0] and cols[..., r0, :], as take: the same copies, and in NumPy several times
-    # faster for the rows (fancy indexing before the last axis goes element by element)
-    cols = xp.take(x, c0, axis=-1) * lc0 + xp.take(x, c1, axis=-1) * lc1  # -> (N, C, H, Wo)
-    out = (xp.take(cols, r0, axis=-2) * lr0[:, None]
-           + xp.take(cols, r1, axis=-2) * lr1[:, None])  # (N, C, H, Wo) -> (N, C, Ho, Wo)
-    return out, UpsampleBilinear2dCache(tuple(x.shape), (r0, r1, lr0, lr1), (c0, c1, lc0, lc1))
+    a_h = interpolation_matrix(*bilinear_source_index(H, Ho, s_h, x.dtype, xp), H)  # (Ho, H)
+    a_w = interpolation_matrix(*bilinear_source_index(W, Wo, s_w, x.dtype, xp), W)  # (Wo, W)
+    n, c = x.shape[:2]
+    # along W: every row of every map at once, one (N*C*H, W) @ (W, Wo) GEMM
+    cols = (xp.ascontiguousarray(x).reshape(-1, W) @ a_w.T).reshape(n, c, H, Wo)
+    out = xp.matmul(a_h, cols)  # along H: (Ho, H) @ (N, C, H, Wo) -> (N, C, Ho, Wo)
+    return out, UpsampleBilinear2dCache(tuple(x.shape), a_h, a_w)
 
 
 def upsample_bilinear2d_backward(dout, cache: UpsampleBilinear2dCache):
@@ -178,9 +182,8 @@ def upsample_bilinear2d_backward(dout, cache: UpsampleBilinear2dCache):
         dx: (N, C, H, W), dout's dtype.
     """
     xp = get_xp(dout)
-    H, W = cache.x_shape[-2:]
-    a_h = interpolation_matrix(*cache.rows, H).astype(dout.dtype, copy=False)  # (Ho, H)
-    a_w = interpolation_matrix(*cache.cols, W).astype(dout.dtype, copy=False)  # (Wo, W)
+    a_h = cache.a_h.astype(dout.dtype, copy=False)  # (Ho, H)
+    a_w = cache.a_w.astype(dout.dtype, copy=False)  # (Wo, W)
     g = xp.matmul(dout, a_w)  # (N, C, Ho, Wo) @ (Wo, W) -> (N, C, Ho, W)
     return xp.matmul(a_h.T, g)  # (H, Ho) @ (N, C, Ho, W) -> (N, C, H, W)
 
