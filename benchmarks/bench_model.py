@@ -152,6 +152,9 @@ def run_torch(case, repeat):
 
 
 def child(framework, case, repeat):
+    from npmaskrcnn.engine.memory import keep_freed_memory
+
+    keep_freed_memory()  # as npmaskrcnn's train and eval do; for both frameworks alike
     fn = run_ours if framework == "npmaskrcnn" else run_torch
     best, median = fn(case, repeat)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -32,6 +32,7 @@ from .data.coco import DatasetError
 from .data.images import ImageError
 from .data.shapes import DEFAULT_CLASSES, SHAPE_CLASSES
 from .engine.checkpoint import CheckpointError
+from .engine.memory import keep_freed_memory
 from .engine.rundir import GENERATED
 from .engine.trainer import TrainingDiverged
 from .engine.weight_files import WeightsError
@@ -326,6 +327,7 @@ def main(argv=None) -> int:
             check_args(parser, args)
             if getattr(args, "backend", None):
                 B.set_backend(args.backend)
+            keep_freed_memory()  # training and inference reuse freed memory (engine/memory.py)
             return COMMANDS[args.command](args) or 0
         except KeyboardInterrupt:
             if debug:

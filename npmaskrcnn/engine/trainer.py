@@ -43,6 +43,7 @@ from .checkpoint import (
     read_meta,
     save_checkpoint,
 )
+from .memory import keep_freed_memory
 from .optim import SGD
 from .progress import Progress
 
@@ -213,6 +214,7 @@ class Trainer:
     def train(self, resume: bool = False, stop_at: int | None = None) -> dict:
         """Run to ``cfg.iters`` (or ``stop_at``); returns the last losses."""
         cfg, model = self.cfg, self.model
+        keep_freed_memory()  # each step reuses the memory the last one freed (memory.py)
         leftovers = remove_leftovers(self.out_dir)
         if leftovers:
             warnings.warn(f"removed {len(leftovers)} temporary checkpoint file(s) left by a run "
