@@ -124,6 +124,11 @@ class KeypointConfig:
     # and right swapped (data.transforms.COCO_KEYPOINT_FLIP, so 17 COCO keypoints):
     # Detectron's TEST.KPS_AUG.H_FLIP. False: tv. +2.7 keypoint AP on the stick figures
     flip_test: bool = False
+    # training targets: 0, the one-hot cell of each keypoint (the paper, tv); > 0, a Gaussian
+    # of this many cells (standard deviation) around the keypoint's exact position, which
+    # also says where within its cell it lies (keypoint_head.gaussian_heatmap_targets);
+    # the loss is the cross-entropy with that distribution. Not tv's
+    target_sigma: float = 0.0
 
 
 @dataclass

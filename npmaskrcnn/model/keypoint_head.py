@@ -29,14 +29,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import Generator, get_xp
+from ..data.transforms import COCO_KEYPOINT_FLIP
 from ..layers.activations import ReLU
 from ..layers.conv import Conv2d
 from ..layers.conv_transpose import ConvTranspose2d
 from ..layers.init import kaiming_normal_fan_out_
 from ..layers.module import Module, Sequential
 from ..layers.upsample_bilinear import UpsampleBilinear2d
-from ..losses.cross_entropy import softmax_cross_entropy
+from ..losses.cross_entropy import soft_target_cross_entropy, softmax_cross_entropy
 
+KEYPOINT_SCORES = ("box", "box_x_keypoints")  # KeypointConfig.score: what ranks a detection
 KEYPOINT_LAYERS = (512,) * 8  # torchvision's keypoint_layers
 NUM_KEYPOINTS = 17  # COCO persons
 HEATMAP_SIZE = 56  # 14 (pooled) x 2 (deconv) x 2 (bilinear)
@@ -99,6 +101,20 @@ class KeypointRCNNPredictor(Module):
         return self.kps_score_lowres.backward(self.upsample.backward(dout))
 
 
+def check_keypoint_config(keypoint) -> None:
+    """Refuse, by name, a ``KeypointConfig`` whose options cannot work together."""
+    if keypoint.score not in KEYPOINT_SCORES:
+        raise ValueError(f"KeypointConfig.score must be one of {KEYPOINT_SCORES}, "
+                         f"not {keypoint.score!r}")
+    if not keypoint.target_sigma >= 0:
+        raise ValueError(f"KeypointConfig.target_sigma must be >= 0 (0: one-hot targets), "
+                         f"not {keypoint.target_sigma!r}")
+    if keypoint.flip_test and keypoint.num_keypoints != len(COCO_KEYPOINT_FLIP):
+        raise ValueError(f"KeypointConfig.flip_test swaps COCO's {len(COCO_KEYPOINT_FLIP)} "
+                         f"keypoints left for right, but num_keypoints is "
+                         f"{keypoint.num_keypoints}")
+
+
 def as_boxes(rois):
     """(R, 4) boxes from (R, 4) boxes or (R, 5) rows ``[batch_index, x1, y1, x2, y2]``."""
     if rois.ndim != 2 or rois.shape[1] not in (4, 5):
@@ -130,13 +146,10 @@ def keypoints_to_heatmap(keypoints, rois, heatmap_size: int = HEATMAP_SIZE):
     """
     xp = get_xp(keypoints, rois)
     boxes = as_boxes(rois)
-    x1, y1 = boxes[:, 0:1], boxes[:, 1:2]  # (P, 1)
-    x2, y2 = boxes[:, 2:3], boxes[:, 3:4]
-    scale_x = heatmap_size / (x2 - x1)
-    scale_y = heatmap_size / (y2 - y1)
     x, y = keypoints[..., 0], keypoints[..., 1]  # (P, K)
-    x_bin = xp.floor((x - x1) * scale_x)
-    y_bin = xp.floor((y - y1) * scale_y)
+    x2, y2 = boxes[:, 2:3], boxes[:, 3:4]  # (P, 1)
+    u, v = keypoint_positions(keypoints, rois, heatmap_size)
+    x_bin, y_bin = xp.floor(u), xp.floor(v)
     x_bin = xp.where(x == x2, heatmap_size - 1, x_bin)
     y_bin = xp.where(y == y2, heatmap_size - 1, y_bin)
     # compared as floats, so NaN or inf (a zero-width RoI) is simply out of range
@@ -144,6 +157,79 @@ def keypoints_to_heatmap(keypoints, rois, heatmap_size: int = HEATMAP_SIZE):
     valid = inside & (keypoints[..., 2] > 0)
     lin = xp.where(valid, y_bin * heatmap_size + x_bin, 0).astype(np.int64)
     return lin, valid
+
+
+def keypoint_positions(keypoints, rois, heatmap_size: int = HEATMAP_SIZE):
+    """Where each keypoint lies in its RoI's heatmap grid, in cells, before any rounding
+    (no gradient): ``u = (x - x1) * s / (x2 - x1)``, ``v`` likewise; cell i spans [i, i+1),
+    so ``floor(u)`` is ``keypoints_to_heatmap``'s x_bin.
+
+    Args:
+        keypoints: (P, K, 3); rois: (P, 4) boxes or (P, 5) rois; heatmap_size: s.
+    Returns:
+        u, v: (P, K) each, in the keypoints' dtype.
+    """
+    boxes = as_boxes(rois)
+    x1, y1 = boxes[:, 0:1], boxes[:, 1:2]  # (P, 1)
+    scale_x = heatmap_size / (boxes[:, 2:3] - x1)
+    scale_y = heatmap_size / (boxes[:, 3:4] - y1)
+    return (keypoints[..., 0] - x1) * scale_x, (keypoints[..., 1] - y1) * scale_y
+
+
+def gaussian_heatmap_targets(u, v, heatmap_size: int, sigma: float):
+    """Soft targets: for each keypoint a distribution over the s x s cells, a Gaussian of
+    standard deviation ``sigma`` cells centred on its exact position (u, v), normalised::
+
+        q[p, k, i, j] = g(v[p, k] - (i + 0.5)) g(u[p, k] - (j + 0.5)) / Z,
+        g(d) = exp(-d^2 / (2 sigma^2))
+
+    Separable, so it is the outer product of two normalised 1-D Gaussians (Z is their
+    product). Unlike the one-hot cell, it says where *within* its cell the keypoint is.
+
+    Returns:
+        q: (P, K, s, s), u's dtype; each map sums to 1 (all zeros for a keypoint so far
+        outside the grid that every weight underflows: such a keypoint is not valid).
+    """
+    xp = get_xp(u, v)
+    centres = xp.arange(heatmap_size, dtype=u.dtype) + u.dtype.type(0.5)  # (s,)
+
+    def normalised(pos):  # (P, K) -> (P, K, s)
+        g = xp.exp(-((centres - pos[..., None]) ** 2) / u.dtype.type(2 * sigma * sigma))
+        # far outside the grid every weight underflows: an all-zero map, not 0/0
+        return g / xp.maximum(g.sum(axis=-1, keepdims=True), np.finfo(u.dtype).tiny)
+
+    return normalised(v)[..., :, None] * normalised(u)[..., None, :]
+
+
+def keypoint_soft_heatmap_loss(keypoint_logits, targets, valid):
+    """Cross-entropy of each valid keypoint's m^2-way softmax against a target
+    *distribution* (``gaussian_heatmap_targets``), averaged over the valid keypoints::
+
+        loss = mean over valid (p, k) of  -sum_ij q[p, k, i, j] log softmax(logits[p, k])_ij
+
+    With a one-hot q it is ``keypoint_heatmap_loss``. The invalid keypoints are masked
+    out (no row is dropped, so there is no host sync): their targets are zero and their
+    gradient rows multiplied by 0, and ``soft_target_cross_entropy``'s mean over all P*K
+    rows is rescaled to the mean over the valid ones.
+
+    Args:
+        keypoint_logits: (P, K, m, m); targets: (P, K, m, m); valid: (P, K) bool.
+    Returns:
+        loss: 0-d array; 0 (not NaN) when no keypoint is valid or P = 0.
+        dkeypoint_logits: (P, K, m, m), zero for the invalid keypoints.
+    """
+    xp = get_xp(keypoint_logits, targets)
+    P, K, H, W = keypoint_logits.shape
+    if P * K == 0:
+        return xp.zeros((), dtype=keypoint_logits.dtype), xp.zeros_like(keypoint_logits)
+    rows = valid.reshape(-1, 1)  # (P*K, 1)
+    weight = rows.astype(keypoint_logits.dtype)
+    # where(), not a product: an invalid keypoint's map may be NaN (far outside its RoI)
+    q = xp.where(rows, targets.reshape(P * K, H * W), 0)
+    mean_all, dlogits = soft_target_cross_entropy(keypoint_logits.reshape(P * K, H * W), q)
+    scale = (P * K) / xp.maximum(valid.sum(), 1).astype(keypoint_logits.dtype)
+    dlogits *= weight * scale
+    return (mean_all * scale).astype(keypoint_logits.dtype), dlogits.reshape(P, K, H, W)
 
 
 def keypoint_heatmap_loss(keypoint_logits, heatmaps, valid):
@@ -168,6 +254,19 @@ def keypoint_heatmap_loss(keypoint_logits, heatmaps, valid):
     # torchvision returns keypoint_logits.sum() * 0 there
     loss = xp.where(valid.any(), loss, xp.zeros((), dtype=loss.dtype))
     return loss, dlogits.reshape(P, K, H, W)
+
+
+def keypoint_loss(keypoint_logits, samples, target_sigma: float = 0.0):
+    """The training loss of the keypoint branch on ``RoIHeads``' samples: against the
+    one-hot cells (``keypoint_heatmap_loss``, the paper and tv) when ``target_sigma`` is 0,
+    else against Gaussians of that width at the exact positions (``KeypointConfig.
+    target_sigma``: ``gaussian_heatmap_targets``, ``keypoint_soft_heatmap_loss``)."""
+    if target_sigma == 0:
+        return keypoint_heatmap_loss(keypoint_logits, samples.keypoint_heatmaps,
+                                     samples.keypoint_valid)
+    u, v = samples.keypoint_positions[..., 0], samples.keypoint_positions[..., 1]
+    targets = gaussian_heatmap_targets(u, v, keypoint_logits.shape[-1], target_sigma)
+    return keypoint_soft_heatmap_loss(keypoint_logits, targets, samples.keypoint_valid)
 
 
 def keypointrcnn_loss(keypoint_logits, proposals, gt_keypoints, keypoint_matched_idxs):

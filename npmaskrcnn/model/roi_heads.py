@@ -42,7 +42,9 @@ from .box_head import FastRCNNPredictor, TwoMLPHead, fastrcnn_loss
 from .keypoint_head import (
     KeypointRCNNHeads,
     KeypointRCNNPredictor,
-    keypoint_heatmap_loss,
+    check_keypoint_config,
+    keypoint_loss,
+    keypoint_positions,
     keypoints_to_heatmap,
 )
 from .keypoint_inference import heatmaps_to_keypoints, keypoint_confidence
@@ -51,7 +53,6 @@ from .poolers import MultiScaleRoIPooler
 from .postprocess import expand_boxes, mask_probabilities, postprocess_detections
 from .targets import GroundTruth, Proposals
 
-KEYPOINT_SCORES = ("box", "box_x_keypoints")  # KeypointConfig.score: what ranks a detection
 IGNORE = -100  # label of a filler row: ignored by the classification loss (F.cross_entropy)
 
 
@@ -78,6 +79,7 @@ class RoISamples(NamedTuple):
     keypoint_heatmaps: Any = None  # (P', K) int64 target cell y * 56 + x of each keypoint
     keypoint_valid: Any = None  # (P', K) bool: labelled and inside the RoI
     keypoint_rois: Any = None  # (P', 5)
+    keypoint_positions: Any = None  # (P', K, 2) in cells, with KeypointConfig.target_sigma
 
 
 class RoIHeadsCache(NamedTuple):
@@ -133,14 +135,9 @@ class RoIHeads(Module):
             self.heatmap_size = 4 * keypoint.pool_size  # deconv x2, bilinear x2: 56
             self.keypoint_roi_scale = keypoint.roi_scale
             self.keypoint_rois_per_image = keypoint.rois_per_image
-            if keypoint.score not in KEYPOINT_SCORES:
-                raise ValueError(f"KeypointConfig.score must be one of {KEYPOINT_SCORES}, "
-                                 f"not {keypoint.score!r}")
+            check_keypoint_config(keypoint)  # score, target_sigma, flip_test: by name
             self.keypoint_score = keypoint.score
-            if keypoint.flip_test and keypoint.num_keypoints != len(COCO_KEYPOINT_FLIP):
-                raise ValueError(f"KeypointConfig.flip_test swaps COCO's "
-                                 f"{len(COCO_KEYPOINT_FLIP)} keypoints left for right, but "
-                                 f"num_keypoints is {keypoint.num_keypoints}")
+            self.keypoint_target_sigma = float(keypoint.target_sigma)
         self.box_coder = BoxCoder(weights=tuple(cfg.bbox_reg_weights))
         self.matcher = Matcher(cfg.fg_iou_thresh, cfg.bg_iou_thresh,
                                allow_low_quality_matches=False)
@@ -207,7 +204,7 @@ class RoIHeads(Module):
                 mask_targets = project_masks(gt.masks, mask_rois, matched_first, m)
             else:
                 mask_targets = xp.zeros((first.shape[0], m, m), dtype=boxes.dtype)
-        heatmaps = valid_keypoints = keypoint_rois = None
+        heatmaps = valid_keypoints = keypoint_rois = positions = None
         if self.keypoint_on:
             if gt.keypoints is None:
                 raise ValueError("the keypoint branch needs ground-truth keypoints: the "
@@ -219,12 +216,15 @@ class RoIHeads(Module):
                 image, kept = image[kept], xp.asarray(kept)
                 positives, matched_kp = mask_rois[kept], matched_first[kept]
             keypoint_rois = self.keypoint_rois(positives)
-            heatmaps, valid_keypoints = keypoints_to_heatmap(
-                gt.keypoints[xp.asarray(image), matched_kp], keypoint_rois, self.heatmap_size)
+            kps = gt.keypoints[xp.asarray(image), matched_kp]
+            heatmaps, valid_keypoints = keypoints_to_heatmap(kps, keypoint_rois, self.heatmap_size)
+            if self.keypoint_target_sigma > 0:  # the centres of the soft targets
+                positions = xp.stack(keypoint_positions(kps, keypoint_rois, self.heatmap_size), -1)
         return RoISamples(
             rois, roi_labels,
             self.box_coder.encode(target_boxes, reference_boxes).reshape(n * b, 4),
-            mask_rois, roi_labels[first], mask_targets, heatmaps, valid_keypoints, keypoint_rois)
+            mask_rois, roi_labels[first], mask_targets, heatmaps, valid_keypoints, keypoint_rois,
+            positions)
 
     def keypoint_positives(self, num_pos: list):
         """Which of the P positives (``num_pos`` per image, a prefix of each image's rows in
@@ -287,8 +287,8 @@ class RoIHeads(Module):
         if self.keypoint_on:  # keypoint branch on the same RoIs
             # (P, 17, 56, 56) logits of the positives
             keypoint_logits = self.keypoint_branch(features, samples.keypoint_rois)
-            losses["loss_keypoint"], dkeypoint = keypoint_heatmap_loss(
-                keypoint_logits, samples.keypoint_heatmaps, samples.keypoint_valid)
+            losses["loss_keypoint"], dkeypoint = keypoint_loss(
+                keypoint_logits, samples, self.keypoint_target_sigma)
         self.push(RoIHeadsCache(dcls, dbox, dmask, dkeypoint))
         return losses, samples
 

@@ -16,7 +16,10 @@ from npmaskrcnn.gradcheck import (
 from npmaskrcnn.model.keypoint_head import (
     KeypointRCNNHeads,
     KeypointRCNNPredictor,
+    gaussian_heatmap_targets,
     keypoint_heatmap_loss,
+    keypoint_positions,
+    keypoint_soft_heatmap_loss,
     keypointrcnn_loss,
     keypoints_to_heatmap,
 )
@@ -154,6 +157,96 @@ def test_loss_gradcheck(xp, seed):
     err = rel_error(num, d)
     print(f"keypointrcnn_loss seed {seed}: loss {float(loss):.4f}, grad rel error {err:.2e}")
     assert err < 1e-7
+
+
+# ------------------------------------------------------------------------- soft targets
+def test_positions_floor_to_the_cells_and_soft_targets_centre_on_them(xp):
+    rng = np.random.default_rng(3)
+    boxes = np.array([[10.0, 20.0, 60.0, 110.0], [0.0, 0.0, 33.0, 17.0]])
+    kps = xp.asarray(_random_keypoints(rng, boxes, 6))
+    rois = xp.asarray(boxes)
+    u, v = keypoint_positions(kps, rois, 56)
+    cells, valid = keypoints_to_heatmap(kps, rois, 56)
+    ok = asnumpy(valid)
+    # the cell of keypoints_to_heatmap is the floor of the exact position
+    np.testing.assert_array_equal((np.floor(asnumpy(v)) * 56 + np.floor(asnumpy(u)))[ok],
+                                  asnumpy(cells)[ok])
+    q = asnumpy(gaussian_heatmap_targets(u, v, 56, 1.5))
+    assert q.shape == (2, 6, 56, 56)
+    centres = np.arange(56) + 0.5
+    for p, k in zip(*np.nonzero(ok)):
+        np.testing.assert_allclose(q[p, k].sum(), 1.0, rtol=1e-12)
+        # separable: the outer product of its marginals
+        np.testing.assert_allclose(q[p, k], np.outer(q[p, k].sum(1), q[p, k].sum(0)),
+                                   rtol=1e-10, atol=1e-300)
+        # the most probable cell holds the keypoint (or touches it, at a cell border)
+        iy, ix = np.unravel_index(q[p, k].argmax(), (56, 56))
+        assert abs(centres[ix] - float(u[p, k])) <= 0.5 + 1e-9
+        assert abs(centres[iy] - float(v[p, k])) <= 0.5 + 1e-9
+        # away from the edges the mean position is the exact position, within the cell
+        if 10 < float(u[p, k]) < 46 and 10 < float(v[p, k]) < 46:
+            assert (q[p, k].sum(0) * centres).sum() == pytest.approx(float(u[p, k]), abs=1e-6)
+            assert (q[p, k].sum(1) * centres).sum() == pytest.approx(float(v[p, k]), abs=1e-6)
+    # far outside the grid every weight underflows: zeros, not NaN
+    far = asnumpy(gaussian_heatmap_targets(xp.asarray([[1e4]]), xp.asarray([[5.0]]), 56, 1.0))
+    assert np.all(far == 0)
+
+
+def _soft_loss_naive(logits, targets, valid):
+    """Loop reference: -sum q log softmax, averaged over the valid keypoints (0 if none)."""
+    logits, targets, valid = asnumpy(logits), asnumpy(targets), asnumpy(valid)
+    total, count = 0.0, 0
+    for p in range(logits.shape[0]):
+        for k in range(logits.shape[1]):
+            if not valid[p, k]:
+                continue
+            z = logits[p, k].ravel()
+            logp = z - z.max() - math.log(np.exp(z - z.max()).sum())
+            total -= float((targets[p, k].ravel() * logp).sum())
+            count += 1
+    return total / count if count else 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_soft_loss_equals_naive_and_gradcheck(xp, seed):
+    rng = np.random.default_rng(seed + 10)
+    boxes = np.array([[2.0, 3.0, 30.0, 25.0], [10.0, 10.0, 20.0, 40.0], [0.0, 0.0, 9.0, 9.0]])
+    kps = xp.asarray(_random_keypoints(rng, boxes, 4))
+    u, v = keypoint_positions(kps, xp.asarray(boxes), 6)
+    _, valid = keypoints_to_heatmap(kps, xp.asarray(boxes), 6)
+    targets = gaussian_heatmap_targets(u, v, 6, 1.0)
+    logits = xp.asarray(rng.standard_normal((3, 4, 6, 6)))
+    loss, d = keypoint_soft_heatmap_loss(logits, targets, valid)
+    assert float(loss) == pytest.approx(_soft_loss_naive(logits, targets, valid), rel=1e-12)
+    num = numerical_gradient(
+        lambda: float(keypoint_soft_heatmap_loss(logits, targets, valid)[0]), logits)
+    err = rel_error(num, d)
+    print(f"keypoint_soft_heatmap_loss seed {seed}: loss {float(loss):.4f}, "
+          f"grad rel error {err:.2e}")
+    assert err < 1e-7
+    assert float(abs(d[~valid]).max()) == 0.0  # invalid keypoints: no gradient
+
+
+def test_soft_loss_with_one_hot_targets_is_the_one_hot_loss(xp):
+    rng = np.random.default_rng(4)
+    logits = xp.asarray(rng.standard_normal((2, 3, 5, 5)))
+    cells = xp.asarray(rng.integers(0, 25, (2, 3)))
+    valid = xp.asarray([[True, False, True], [True, True, False]])
+    one_hot = xp.zeros((2, 3, 25))
+    one_hot[xp.arange(2)[:, None], xp.arange(3)[None, :], cells] = 1.0
+    hard, d_hard = keypoint_heatmap_loss(logits, cells, valid)
+    # the invalid rows' targets are NaN here: masked out, not multiplied
+    one_hot[~valid] = np.nan
+    soft, d_soft = keypoint_soft_heatmap_loss(logits, one_hot.reshape(2, 3, 5, 5), valid)
+    assert float(soft) == pytest.approx(float(hard), rel=1e-12)
+    assert rel_error(d_soft, d_hard) < 1e-12
+    # nothing valid: 0, not NaN; no rows at all: 0
+    none = xp.zeros((2, 3), dtype=bool)
+    loss, d = keypoint_soft_heatmap_loss(logits, one_hot.reshape(2, 3, 5, 5), none)
+    assert float(loss) == 0.0 and float(abs(d).max()) == 0.0
+    loss, d = keypoint_soft_heatmap_loss(xp.zeros((0, 3, 5, 5)), xp.zeros((0, 3, 5, 5)),
+                                         xp.zeros((0, 3), dtype=bool))
+    assert float(loss) == 0.0 and d.shape == (0, 3, 5, 5)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

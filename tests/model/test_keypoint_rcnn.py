@@ -16,7 +16,13 @@ from test_mask_rcnn import (  # the scene and the backend parity of the mask mod
 from npmaskrcnn.boxes.ops import box_iou
 from npmaskrcnn.config import KeypointConfig, keypoint_mask_r50_fpn, keypoint_r50_fpn, tiny
 from npmaskrcnn.gradcheck import directional_check
-from npmaskrcnn.model.keypoint_head import keypoints_to_heatmap
+from npmaskrcnn.model.keypoint_head import (
+    gaussian_heatmap_targets,
+    keypoint_heatmap_loss,
+    keypoint_positions,
+    keypoint_soft_heatmap_loss,
+    keypoints_to_heatmap,
+)
 from npmaskrcnn.model.mask_rcnn import MaskRCNN
 from npmaskrcnn.model.targets import batch_ground_truth
 
@@ -220,6 +226,42 @@ def test_keypoint_rois_per_image_trains_on_a_subset_of_the_positives():
     np.testing.assert_array_equal(some.keypoint_rois, every.mask_rois[rows])
     np.testing.assert_array_equal(some.keypoint_valid, every.keypoint_valid[rows])
     np.testing.assert_array_equal(some.keypoint_heatmaps, every.keypoint_heatmaps[rows])
+
+
+def test_target_sigma_trains_on_gaussian_targets_at_the_exact_positions():
+    """``KeypointConfig.target_sigma`` > 0: the same samples as with one-hot targets, plus
+    each keypoint's exact position, and the loss is the soft cross-entropy against Gaussians
+    centred there; 0 (torchvision) keeps the one-hot loss. A negative sigma is refused."""
+    img, t = keypoint_scene(2)
+    out = {}
+    for sigma in (0.0, 1.5):
+        cfg = tiny_keypoints(masks=False)
+        cfg.keypoint.target_sigma = sigma
+        model = MaskRCNN(cfg, dtype=np.float64)
+        batch, sizes, targets = model.transform([img], [t])
+        gt = batch_ground_truth(targets, batch.dtype)
+        losses, samples = model.forward_batch(batch, sizes, gt)
+        out[sigma] = (model, float(losses["loss_keypoint"]), samples.roi)
+    (_, hard, s0), (model, soft, s1) = out[0.0], out[1.5]
+    assert s0.keypoint_positions is None
+    np.testing.assert_array_equal(s1.keypoint_heatmaps, s0.keypoint_heatmaps)  # same draws
+    rois, pos, valid = s1.keypoint_rois, s1.keypoint_positions, s1.keypoint_valid
+    matched = np.argmax(box_iou(rois[:, 1:], gt.boxes[0][gt.valid[0]]), axis=1)
+    u, v = keypoint_positions(gt.keypoints[0][gt.valid[0]][matched], rois, 56)
+    np.testing.assert_allclose(pos, np.stack([u, v], axis=-1), rtol=1e-12)
+    assert valid.any()
+    # the loss of the branch's logits on those targets
+    features = model.backbone(batch)[: model.num_pooled_levels]
+    logits = model.roi_heads.keypoint_branch(features, rois)
+    want, _ = keypoint_soft_heatmap_loss(logits, gaussian_heatmap_targets(u, v, 56, 1.5), valid)
+    assert soft == pytest.approx(float(want), rel=1e-10)
+    # and the one-hot model (same seed, so the same weights and logits) the one-hot loss
+    one_hot, _ = keypoint_heatmap_loss(logits, s0.keypoint_heatmaps, s0.keypoint_valid)
+    assert hard == pytest.approx(float(one_hot), rel=1e-10)
+    cfg = tiny_keypoints(masks=False)
+    cfg.keypoint.target_sigma = -1.0
+    with pytest.raises(ValueError, match="target_sigma"):
+        MaskRCNN(cfg)
 
 
 def test_keypoints_are_rescaled_to_the_original_image():
