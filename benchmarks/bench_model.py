@@ -13,6 +13,11 @@ Cases (float32, default threads):
 - the ``shapes()`` preset's train step (batch 4, 128x128), ours only.
 
 Each framework runs in its own subprocess so that peak RSS (``ru_maxrss``) is its own.
+Ours keeps freed memory for reuse (``npmaskrcnn.engine.memory.keep_freed_memory``, as its
+Trainer and command line do); torch runs with glibc's defaults, as its users get it. The
+same settings for both (torch gains as much from them):
+
+    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 python benchmarks/bench_model.py
 """
 
 from __future__ import annotations
@@ -152,9 +157,12 @@ def run_torch(case, repeat):
 
 
 def child(framework, case, repeat):
-    from npmaskrcnn.engine.memory import keep_freed_memory
+    if framework == "npmaskrcnn":  # as npmaskrcnn's Trainer and command line do; torch
+        # runs with glibc's defaults, as it does for its users (the docstring says how to
+        # give it the same settings)
+        from npmaskrcnn.engine.memory import keep_freed_memory
 
-    keep_freed_memory()  # as npmaskrcnn's train and eval do; for both frameworks alike
+        keep_freed_memory()
     fn = run_ours if framework == "npmaskrcnn" else run_torch
     best, median = fn(case, repeat)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
