@@ -165,9 +165,12 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, with_argmax=True)
                 # int8 suffices for windows of up to 127 cells (the stem's has 9)
                 argmax = xp.zeros(win.shape, dtype=np.int8 if kh * kw <= 127 else np.int32)
                 continue
-            # strict '>' keeps the earlier offset on ties: the first max wins, as PyTorch
+            # strict '>' keeps the earlier offset on ties: the first max wins, as PyTorch.
+            # The offsets grow, so a winner's index is the largest so far: max(argmax,
+            # better * offset) records it without a branch per cell (copyto with where=
+            # branches, and on a ReLU's output half the branches go the other way)
             better = win > out
-            xp.copyto(argmax, a * kw + b, where=better)
+            xp.maximum(argmax, better * argmax.dtype.type(a * kw + b), out=argmax)
             xp.maximum(out, win, out=out)  # in place; a NaN propagates, as in PyTorch
     return out, MaxPool2dCache(argmax, tuple(x.shape), (kh, kw), (sh, sw), (ph, pw))
 
