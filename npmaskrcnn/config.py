@@ -50,7 +50,9 @@ class FPNConfig:
 
 @dataclass
 class RPNConfig:
-    anchor_sizes: tuple = ((32,), (64,), (128,), (256,), (512,))  # FPN paper 4.1: one per level
+    # FPN paper 4.1: one size per level, P2..P6. A level given no sizes, ``()``, is one the
+    # RPN does not look at: no anchors, no head there (the RoI heads still pool from it)
+    anchor_sizes: tuple = ((32,), (64,), (128,), (256,), (512,))
     aspect_ratios: tuple = (0.5, 1.0, 2.0)  # paper 3.1 / FPN: 3 ratios
     fg_iou_thresh: float = 0.7  # Faster R-CNN 3.1.2 (the RPN Mask R-CNN uses)
     bg_iou_thresh: float = 0.3  # Faster R-CNN 3.1.2

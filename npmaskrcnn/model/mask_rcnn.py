@@ -122,8 +122,8 @@ class MaskRCNN(Module):
         dloss = dict(self.cfg.loss_weights) if dloss is None else dloss
         dpooled = self.roi_heads.backward(dloss)              # keypoint, mask, box -> P2..P5
         dfeatures = self.rpn.backward(dloss)                           # RPN -> P2..P6
-        for i, d in enumerate(dpooled):
-            dfeatures[i] = dfeatures[i] + d                            # both used P2..P5
+        for i, d in enumerate(dpooled):                                # both used P2..P5
+            dfeatures[i] = d if dfeatures[i] is None else dfeatures[i] + d
         return self.backbone.backward(dfeatures, input_grad)           # FPN, ResNet
 
     def total_loss(self, losses: dict) -> float:

@@ -55,6 +55,7 @@ class RPNLossCache(NamedTuple):
     dobjectness: Any  # (N, sumA) d loss_objectness / d objectness
     dpred_deltas: Any  # (N, sumA, 4) d loss_rpn_box_reg / d pred_deltas
     shapes: list  # the (N, A, H, W) of each level's logits
+    num_inputs: int  # the feature maps forward got (levels without anchors included)
 
 
 class RegionProposalNetwork(Module):
@@ -69,9 +70,15 @@ class RegionProposalNetwork(Module):
     def __init__(self, cfg, in_channels: int, rng, dtype):
         super().__init__()
         self.cfg = cfg
+        # the pyramid levels with anchors; a level without (an empty tuple of sizes) is
+        # not looked at, so costs nothing (see RPNConfig.anchor_sizes)
+        self.levels = tuple(i for i, sizes in enumerate(cfg.anchor_sizes) if len(sizes))
+        if not self.levels:
+            raise ValueError(f"RPNConfig.anchor_sizes {cfg.anchor_sizes!r}: no level has an "
+                             "anchor size")
         self.anchor_generator = AnchorGenerator(
-            sizes=tuple(tuple(s) for s in cfg.anchor_sizes),
-            aspect_ratios=(tuple(cfg.aspect_ratios),) * len(cfg.anchor_sizes))
+            sizes=tuple(tuple(cfg.anchor_sizes[i]) for i in self.levels),
+            aspect_ratios=(tuple(cfg.aspect_ratios),) * len(self.levels))
         # sizes x ratios per position: 3 on each FPN level, 15 on a single C4/C5 level
         num_anchors = self.anchor_generator.num_anchors_per_location()[0]
         self.head = RPNHead(in_channels, num_anchors, rng, dtype)
@@ -88,7 +95,8 @@ class RegionProposalNetwork(Module):
         Args:
             batch_shape: (Hp, Wp) of the padded batch.
             image_sizes: N x (h, w) of each image inside the batch (after resize).
-            features: L maps (N, C, H_l, W_l) (P2..P6 for FPN).
+            features: L maps (N, C, H_l, W_l) (P2..P6 for FPN), one per entry of
+                ``anchor_sizes``; the RPN reads those of ``self.levels``.
             gt: the batch's ``GroundTruth``, in training.
             proposals, samples: reuse these instead of computing them (gradient checks).
         Returns:
@@ -96,6 +104,10 @@ class RegionProposalNetwork(Module):
             losses: {"loss_objectness", "loss_rpn_box_reg"} (empty in eval).
             samples: the ``AnchorSamples`` of the loss (None in eval).
         """
+        if len(features) != len(self.cfg.anchor_sizes):
+            raise ValueError(f"RPN: {len(features)} feature maps but anchor sizes for "
+                             f"{len(self.cfg.anchor_sizes)} levels")
+        features = [features[i] for i in self.levels]
         # (N, sumA), (N, sumA, 4): every level's predictions, rows (level, position, anchor)
         objectness, pred_deltas, shapes = self.head.forward_flat(features)
         anchors, num_per_level = self.anchors(batch_shape, features)  # (sumA, 4)
@@ -107,7 +119,7 @@ class RegionProposalNetwork(Module):
         if samples is None:
             samples = self.sample_anchors(anchors, gt)
         loss_obj, loss_reg, dobj, ddeltas = self.compute_loss(objectness, pred_deltas, samples)
-        self.push(RPNLossCache(dobj, ddeltas, shapes))
+        self.push(RPNLossCache(dobj, ddeltas, shapes, len(self.cfg.anchor_sizes)))
         return proposals, {"loss_objectness": loss_obj, "loss_rpn_box_reg": loss_reg}, samples
 
     def anchors(self, batch_shape, features):
@@ -213,11 +225,16 @@ class RegionProposalNetwork(Module):
     # ------------------------------------------------------------------ backward
     def backward(self, dloss: dict):
         """Gradients of ``dloss["loss_objectness"] * loss_objectness + dloss[
-        "loss_rpn_box_reg"] * loss_rpn_box_reg`` w.r.t. the features (L maps)."""
+        "loss_rpn_box_reg"] * loss_rpn_box_reg`` w.r.t. the features (L maps; None for a
+        level the RPN does not look at)."""
         cache = self.pop()
         dobjectness = dloss["loss_objectness"] * cache.dobjectness  # (N, sumA)
         dpred_deltas = dloss["loss_rpn_box_reg"] * cache.dpred_deltas  # (N, sumA, 4)
-        return self.head.backward_flat(dobjectness, dpred_deltas, cache.shapes)
+        dlevels = self.head.backward_flat(dobjectness, dpred_deltas, cache.shapes)
+        dfeatures = [None] * cache.num_inputs
+        for i, d in zip(self.levels, dlevels):
+            dfeatures[i] = d
+        return dfeatures
 
 
 def top_k_per_level(objectness, num_per_level, k: int):

@@ -267,3 +267,38 @@ def test_whole_model_same_numbers_on_every_backend(xp):
     assert p0["boxes"].shape == p1["boxes"].shape and p0["boxes"].shape[0] > 0
     np.testing.assert_allclose(p0["boxes"], p1["boxes"], atol=1e-6)
     np.testing.assert_allclose(p0["masks"], p1["masks"], atol=1e-6)
+
+
+def test_gradients_with_a_pyramid_level_the_rpn_does_not_look_at():
+    """P2 without anchors (``anchor_sizes`` ``()`` there): its gradient comes from the RoI
+    heads alone (the RPN gives None). Directional check, float64, of the input batch, the
+    FPN's P2 output conv and the RPN head's conv."""
+    cfg = tiny()
+    cfg.rpn.anchor_sizes = ((),) + tuple(cfg.rpn.anchor_sizes[1:])
+    model = MaskRCNN(cfg, dtype=np.float64)
+    assert model.rpn.levels == (1, 2, 3, 4)
+    img, t = as_dtype(*make_scene(2), np.float64)
+    noise = np.random.default_rng(6)  # away from kinks, as in the whole-model check
+    img = img + 0.02 * noise.standard_normal(img.shape)
+    for p in model.parameters().values():
+        if p.ndim == 1:
+            p += 0.05 * noise.standard_normal(p.shape)
+    batch, sizes, targets = model.transform([img], [t])
+    gt = batch_ground_truth(targets, batch.dtype)
+    model.zero_grad()
+    _, samples = model.forward_batch(batch, sizes, gt)
+    dbatch = model.backward(input_grad=True)
+    grads = {k: v.copy() for k, v in model.gradients().items()}
+    params = model.parameters()
+
+    def total():
+        model.zero_grad()
+        return model.total_loss(model.forward_batch(batch, sizes, gt, samples)[0])
+
+    names = ["backbone.fpn.layer_blocks.0.0.weight", "rpn.head.conv.0.0.weight"]
+    for i, (arrays, g, what) in enumerate([([batch], [dbatch], "input batch")] + [
+            ([params[n]], [grads[n]], n) for n in names]):
+        err = min(directional_check(total, arrays, g, h=h, seed=i) for h in (1e-4, 1e-5, 1e-6))
+        print(f"{what}: rel error {err:.2e}")
+        assert err < 1e-5, what
+    assert np.abs(grads[names[0]]).max() > 0

@@ -122,3 +122,51 @@ def test_top_k_per_level_on_both_engines(monkeypatch):
             for level, (start, num) in enumerate([(0, 7), (7, 3), (10, 5)]):
                 want = start + np.argsort(-objectness[i, start:start + num])[:min(4, num)]
                 np.testing.assert_array_equal(index[i, level][valid[i, level]], want)
+
+
+def _two_level_features(seed):
+    r = np.random.default_rng(seed)
+    return [r.standard_normal((1, 4, 8, 8)).astype(np.float32),
+            r.standard_normal((1, 4, 4, 4)).astype(np.float32)]
+
+
+def test_a_level_without_anchor_sizes_is_not_looked_at():
+    """anchor_sizes ((), (16,)) on (P, Q) is the one-level RPN ((16,),) on Q: the same
+    proposals, losses and samples, Q's gradient the same, none for P, and P never read
+    (NaN there changes nothing)."""
+    kwargs = dict(batch_size_per_image=32, pre_nms_top_n_train=50, post_nms_top_n_train=20)
+    skip = RegionProposalNetwork(RPNConfig(anchor_sizes=((), (16,)), **kwargs), 4,
+                                 Generator(0, backend="numpy"), np.float32)
+    one = RegionProposalNetwork(RPNConfig(anchor_sizes=((16,),), **kwargs), 4,
+                                Generator(0, backend="numpy"), np.float32)
+    assert skip.levels == (1,) and one.levels == (0,)
+    p, q = _two_level_features(5)
+    gt = batch_ground_truth([{"boxes": np.array([[4.0, 4.0, 20.0, 18.0]], np.float32),
+                              "labels": np.array([1])}], np.float32)
+    results = []
+    for rpn, feats in ((skip, [np.full_like(p, np.nan), q]), (one, [q])):
+        proposals, losses, samples = rpn((32, 32), [(32, 32)], feats, gt)
+        dfeats = rpn.backward({"loss_objectness": 1.0, "loss_rpn_box_reg": 1.0})
+        results.append((proposals, losses, samples, dfeats))
+    (p0, l0, s0, d0), (p1, l1, s1, d1) = results
+    np.testing.assert_array_equal(p0.boxes, p1.boxes)
+    np.testing.assert_array_equal(p0.valid, p1.valid)
+    for k in l1:
+        assert float(l0[k]) == float(l1[k]) and np.isfinite(float(l0[k]))
+    np.testing.assert_array_equal(s0.positive, s1.positive)
+    assert s1.positive.sum() >= 1
+    assert len(d0) == 2 and d0[0] is None
+    np.testing.assert_array_equal(d0[1], d1[0])
+
+
+def test_anchor_sizes_that_do_not_fit_the_features_are_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="no level has an anchor size"):
+        RegionProposalNetwork(RPNConfig(anchor_sizes=((), ())), 4,
+                              Generator(0, backend="numpy"), np.float32)
+    rpn = RegionProposalNetwork(RPNConfig(anchor_sizes=((8,), (16,), (32,))), 4,
+                                Generator(0, backend="numpy"), np.float32)
+    rpn.eval()
+    with pytest.raises(ValueError, match="2 feature maps but anchor sizes for 3 levels"):
+        rpn((32, 32), [(32, 32)], _two_level_features(6))
