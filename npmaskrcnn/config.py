@@ -256,8 +256,9 @@ def figures(num_classes: int = 2, image_size: int = 192, masks: bool = False) ->
     """A CPU-sized Keypoint R-CNN for the synthetic stick figures, trained from scratch.
 
     The ``shapes()`` model (GroupNorm ResNet-18 of width 16, FPN of 64 channels) with the
-    keypoint branch narrowed from 8 x conv 512 to 4 x conv 128 and no mask branch
-    (``masks=True``, or the ``figures_mask`` preset, keeps it), whose detections rank by
+    keypoint branch narrowed from 8 x conv 512 to 4 x conv 128, no mask branch
+    (``masks=True``, or the ``figures_mask`` preset, keeps it) and an RPN that looks at
+    P4-P6 only (anchors of 32-128 px, the figures' sizes), whose detections rank by
     box score x keypoint confidence (``KeypointConfig.score``) and whose keypoints average
     the heatmaps of the image and its mirror (``KeypointConfig.flip_test``).
     """
@@ -275,6 +276,14 @@ def figures(num_classes: int = 2, image_size: int = 192, masks: bool = False) ->
     # iteration costs about 10% more on the 2-core machine (0.52 s against 0.47 s)
     cfg.keypoint = KeypointConfig(on=True, layers=(128,) * 4, score="box_x_keypoints",
                                   flip_test=True)
+    # no anchors on P2 and P3 (sizes 8 and 16 px): no figure is that small, yet those two
+    # levels held 94% of the anchors, so most of the RPN's time and almost all its sampled
+    # negatives were spent on boxes that never match. Without them: a late training step
+    # about 4% faster (the RPN 95 -> 18 ms, partly spent on the ~10% more positive RoIs
+    # its proposals give), box AP 47.5 against 45.9 and keypoint AP 59.2 against 60.5
+    # (one run each at 2400 iterations, validation split of data seed 1: within a run's
+    # spread of about 3). The RoI heads still pool from P2 (the level rule above)
+    cfg.rpn = replace(cfg.rpn, anchor_sizes=((), (), (32,), (64,), (128,)))
     return cfg
 
 
