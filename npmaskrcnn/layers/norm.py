@@ -193,7 +193,7 @@ def frozen_batch_norm_affine(weight, bias, running_mean, running_var, eps: float
 
     A fixed affine map per channel can be folded into the convolution before it:
     ``conv(x; w, b) * scale + shift = conv(x; w * scale, b * scale + shift)`` (see
-    ``model.backbone.conv_norm``).
+    ``model.conv_norm.conv_norm``).
     """
     xp = get_xp(weight)
     scale = weight / xp.sqrt(running_var + eps)
@@ -291,10 +291,12 @@ class FrozenBatchNorm2d(Module):
     names: they are loaded from a checkpoint, never trained. ``backward`` returns dx.
     Created on ``backend`` (None: the default backend).
 
-    Where to look when reading the model: in the ResNet this layer's ``forward`` runs
-    only in training. At inference (``model.predict``) ``model.backbone.conv_norm`` folds
-    the fixed affine into the convolution before it (``frozen_batch_norm_affine``), so
-    a breakpoint here is not hit there; the result is the same to rounding.
+    Where to look when reading the model: in the ResNet this layer's ``forward`` and
+    ``backward`` do not run. ``model.conv_norm.conv_norm`` folds the fixed affine into
+    the convolution before it (``frozen_batch_norm_affine``), in training and at
+    inference, and ``conv_norm_backward`` scales that convolution's weight gradient by
+    the affine's scale, so a breakpoint here is not hit there; the result is the same to
+    rounding. The layer on its own (or after any other producer) runs as written.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, dtype=np.float32,

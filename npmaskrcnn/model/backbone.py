@@ -30,7 +30,7 @@ import numpy as np
 
 from ..backend import Generator, get_xp
 from ..layers.activations import ReLU
-from ..layers.conv import Conv2d, conv2d_forward
+from ..layers.conv import Conv2d
 from ..layers.init import kaiming_normal
 from ..layers.module import Module, Sequential
 from ..layers.norm import (  # noqa: F401 - gn_num_groups: part of this page's story
@@ -41,6 +41,7 @@ from ..layers.norm import (  # noqa: F401 - gn_num_groups: part of this page's s
     norm_factory,
 )
 from ..layers.pooling import MaxPool2d
+from .conv_norm import conv_norm, conv_norm_backward
 
 LEVELS = ("C2", "C3", "C4", "C5")
 STRIDES = {"C2": 4, "C3": 8, "C4": 16, "C5": 32}
@@ -80,28 +81,16 @@ def _init_norm(norm: Module, weight: float = 1.0) -> None:
     _affine(norm, "bias")[...] = 0
 
 
-def conv_norm(conv: Conv2d, norm: Module, x):
-    """``norm(conv(x))``; at inference a FrozenBN is folded into the conv's weights.
-
-    A FrozenBN is the per-channel affine map ``y * scale + shift``, so in eval mode
-    (no backward, no caches) ``conv(x; w) * scale + shift = conv(x; w * scale) + shift``:
-    one pass over the feature map instead of two, as deployment runtimes fuse conv and
-    BN. The stored weights are untouched (state dicts stay torchvision's). In training
-    mode, and for GroupNorm (whose statistics depend on x), the two layers run in turn.
-    """
-    if conv.training or not isinstance(norm, FrozenBatchNorm2d):
-        return norm(conv(x))
-    scale, shift = norm.affine()
-    w = conv.params["weight"] * scale.reshape(-1, 1, 1, 1)
-    if conv.has_bias:
-        shift = shift + conv.params["bias"] * scale
-    out, _ = conv2d_forward(x, w, shift, conv.stride, conv.padding)
-    return out
-
-
 def _shortcut(downsample: Module | None, x):
     """A block's identity path: x itself, or ``Sequential(conv 1x1/stride, norm)`` of x."""
     return x if downsample is None else conv_norm(downsample[0], downsample[1], x)
+
+
+def _shortcut_backward(downsample: Module | None, dout):
+    """The identity path's input gradient: dout itself, or through the downsample."""
+    if downsample is None:
+        return dout
+    return conv_norm_backward(downsample[0], downsample[1], dout)
 
 
 class BasicBlock(Module):
@@ -148,10 +137,10 @@ class BasicBlock(Module):
     def backward(self, dout):
         dsum = self.relu2.backward(dout)  # d(branch + identity)
         # The sum passes its gradient unchanged to both addends: the identity path...
-        dx_identity = dsum if self.downsample is None else self.downsample.backward(dsum)
+        dx_identity = _shortcut_backward(self.downsample, dsum)
         # ...and the branch, in the reverse order of its forward.
-        d = self.conv2.backward(self.bn2.backward(dsum))
-        dx_branch = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
+        d = conv_norm_backward(self.conv2, self.bn2, dsum)
+        dx_branch = conv_norm_backward(self.conv1, self.bn1, self.relu1.backward(d))
         # x fed both paths, so its gradient is the sum of the two.
         return dx_branch + dx_identity
 
@@ -207,11 +196,11 @@ class Bottleneck(Module):
     def backward(self, dout):
         dsum = self.relu3.backward(dout)  # d(branch + identity)
         # The sum passes its gradient unchanged to both addends: the identity path...
-        dx_identity = dsum if self.downsample is None else self.downsample.backward(dsum)
+        dx_identity = _shortcut_backward(self.downsample, dsum)
         # ...and the branch, in the reverse order of its forward.
-        d = self.conv3.backward(self.bn3.backward(dsum))
-        d = self.conv2.backward(self.bn2.backward(self.relu2.backward(d)))
-        dx_branch = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
+        d = conv_norm_backward(self.conv3, self.bn3, dsum)
+        d = conv_norm_backward(self.conv2, self.bn2, self.relu2.backward(d))
+        dx_branch = conv_norm_backward(self.conv1, self.bn1, self.relu1.backward(d))
         # x fed both paths, so its gradient is the sum of the two.
         return dx_branch + dx_identity
 
@@ -381,4 +370,4 @@ class ResNet(Module):
         if self.frozen_stages >= 1:
             return None
         grad = self.relu.backward(self.maxpool.backward(grad))
-        return self.conv1.backward(self.bn1.backward(grad), input_grad)
+        return conv_norm_backward(self.conv1, self.bn1, grad, input_grad)
