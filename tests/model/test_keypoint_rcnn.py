@@ -7,15 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_mask_rcnn import (  # the scene and the backend parity of the mask model's tests
+from test_mask_rcnn import (  # the scene, the gradient check's step and the backend parity
     as_dtype,
+    best_step_error,
+    fixed_step,
     make_scene,
     step_on_backends,
 )
 
 from npmaskrcnn.boxes.ops import box_iou
 from npmaskrcnn.config import KeypointConfig, keypoint_mask_r50_fpn, keypoint_r50_fpn, tiny
-from npmaskrcnn.gradcheck import directional_check
 from npmaskrcnn.model.keypoint_head import (
     gaussian_heatmap_targets,
     keypoint_heatmap_loss,
@@ -66,28 +67,11 @@ def test_whole_keypoint_model_gradient_check_float64():
     """Directional derivative of the total loss (box, mask and keypoint terms) vs the
     hand-written backward, for the input and every parameter, samples held fixed."""
     model = MaskRCNN(tiny_keypoints(), dtype=np.float64)
-    img, t = keypoint_scene(1)
-    noise = np.random.default_rng(5)  # away from kinks (see test_mask_rcnn)
-    img = img + 0.02 * noise.standard_normal(img.shape)
-    for p in model.parameters().values():
-        if p.ndim == 1:
-            p += 0.05 * noise.standard_normal(p.shape)
-    batch, sizes, targets = model.transform([img], [t])
-    gt = batch_ground_truth(targets, batch.dtype)
-    model.zero_grad()
-    losses, samples = model.forward_batch(batch, sizes, gt)
+    batch, dbatch, grads, total, losses, samples = fixed_step(model, *keypoint_scene(1), 5)
     assert float(losses["loss_keypoint"]) > 0 and samples.roi.keypoint_valid.any()
-    dbatch = model.backward(input_grad=True)
 
-    def total():
-        model.zero_grad()
-        return model.total_loss(model.forward_batch(batch, sizes, gt, samples)[0])
-
-    grads = {k: v.copy() for k, v in model.gradients().items()}
-
-    def check(arrays, grads_, seed):  # the best of three steps (see test_mask_rcnn)
-        return min(directional_check(total, arrays, grads_, h=h, seed=seed)
-                   for h in (1e-4, 1e-5, 1e-6))
+    def check(arrays, grads_, seed):
+        return best_step_error(total, arrays, grads_, seed)
 
     assert check([batch], [dbatch], 0) < 1e-5
     seen = {"roi_heads.keypoint_head": 0, "roi_heads.keypoint_predictor": 0,

@@ -53,46 +53,60 @@ def test_losses_at_initialisation_are_ln2_and_lnK():
     assert abs(float(losses["loss_mask"]) - math.log(2)) < 0.05  # logits near 0
 
 
-def test_whole_model_gradient_check_float64():
-    """Directional derivative of the total loss vs the hand-written backward, for the
-    input batch and every parameter tensor, with proposals and sampling held fixed."""
-    model = MaskRCNN(tiny(), dtype=np.float64)
-    img, t = as_dtype(*make_scene(1), np.float64)
-    # away from kinks on purpose: flat colour regions give exact ties in the stem's max
-    # pool, and zero biases put ReLU inputs exactly at 0 where all their inputs are 0
-    noise = np.random.default_rng(5)
+def fixed_step(model, img, target, seed):
+    """One training step of ``model`` on (img, target), for a gradient check.
+
+    Returns (batch, dbatch, grads, total, losses, samples): the normalised input batch, its
+    gradient, every parameter's gradient, and ``total()``, the same step's loss with its
+    proposals and samples held fixed (a smooth function of the inputs). Noise moves the
+    check away from kinks on purpose: flat colour regions give exact ties in the stem's max
+    pool, and zero biases put ReLU inputs exactly at 0 where all their inputs are 0.
+    """
+    noise = np.random.default_rng(seed)
     img = img + 0.02 * noise.standard_normal(img.shape)
     for p in model.parameters().values():
         if p.ndim == 1:
             p += 0.05 * noise.standard_normal(p.shape)
-    batch, sizes, targets = model.transform([img], [t])
+    batch, sizes, targets = model.transform([img], [target])
     gt = batch_ground_truth(targets, batch.dtype)
     model.zero_grad()
-    _, samples = model.forward_batch(batch, sizes, gt)  # the step's proposals and samples
+    losses, samples = model.forward_batch(batch, sizes, gt)  # the step's proposals, samples
     dbatch = model.backward(input_grad=True)
+    grads = {k: v.copy() for k, v in model.gradients().items()}
 
-    def total():  # the same step, with the same samples: a smooth function of the inputs
+    def total():  # the same step, with the same samples
         model.zero_grad()
         return model.total_loss(model.forward_batch(batch, sizes, gt, samples)[0])
 
-    grads = {k: v.copy() for k, v in model.gradients().items()}
-    params = model.parameters()
-    def check(arrays, grads_, seed):
-        # Two failure modes of finite differences pull h in opposite directions: a ReLU
-        # input or a max-pool tie within h of its kink spoils large steps, and float64
-        # roundoff spoils small steps for tensors whose gradient is tiny (~1e-6). A wrong
-        # backward disagrees at every step, so the best of three steps is reported.
-        return min(directional_check(total, arrays, grads_, h=h, seed=seed)
-                   for h in (1e-4, 1e-5, 1e-6))
+    return batch, dbatch, grads, total, losses, samples
 
+
+def best_step_error(total, arrays, grads, seed):
+    """The directional check's relative error at the best of three steps h.
+
+    Two failure modes of finite differences pull h in opposite directions: a ReLU input or
+    a max-pool tie within h of its kink spoils large steps, and float64 roundoff spoils
+    small steps for tensors whose gradient is tiny (~1e-6). A wrong backward disagrees at
+    every step, so the best of three is reported.
+    """
+    return min(directional_check(total, arrays, grads, h=h, seed=seed)
+               for h in (1e-4, 1e-5, 1e-6))
+
+
+def test_whole_model_gradient_check_float64():
+    """Directional derivative of the total loss vs the hand-written backward, for the
+    input batch and every parameter tensor, with proposals and sampling held fixed."""
+    model = MaskRCNN(tiny(), dtype=np.float64)
+    batch, dbatch, grads, total, _, _ = fixed_step(model, *as_dtype(*make_scene(1), np.float64),
+                                                   5)
     worst = []
-    err = check([batch], [dbatch], 0)
+    err = best_step_error(total, [batch], [dbatch], 0)
     print(f"input batch: rel error {err:.2e}")
     assert err < 1e-5
     groups = ["backbone.body", "backbone.fpn", "rpn", "roi_heads.box", "roi_heads.mask"]
     seen = {g: 0 for g in groups}
-    for i, (name, p) in enumerate(params.items()):
-        err = check([p], [grads[name]], i)
+    for i, (name, p) in enumerate(model.parameters().items()):
+        err = best_step_error(total, [p], [grads[name]], i)
         worst.append((err, name))
         for g in groups:
             seen[g] += name.startswith(g)
@@ -277,28 +291,13 @@ def test_gradients_with_a_pyramid_level_the_rpn_does_not_look_at():
     cfg.rpn.anchor_sizes = ((),) + tuple(cfg.rpn.anchor_sizes[1:])
     model = MaskRCNN(cfg, dtype=np.float64)
     assert model.rpn.levels == (1, 2, 3, 4)
-    img, t = as_dtype(*make_scene(2), np.float64)
-    noise = np.random.default_rng(6)  # away from kinks, as in the whole-model check
-    img = img + 0.02 * noise.standard_normal(img.shape)
-    for p in model.parameters().values():
-        if p.ndim == 1:
-            p += 0.05 * noise.standard_normal(p.shape)
-    batch, sizes, targets = model.transform([img], [t])
-    gt = batch_ground_truth(targets, batch.dtype)
-    model.zero_grad()
-    _, samples = model.forward_batch(batch, sizes, gt)
-    dbatch = model.backward(input_grad=True)
-    grads = {k: v.copy() for k, v in model.gradients().items()}
+    batch, dbatch, grads, total, _, _ = fixed_step(model, *as_dtype(*make_scene(2), np.float64),
+                                                   6)
     params = model.parameters()
-
-    def total():
-        model.zero_grad()
-        return model.total_loss(model.forward_batch(batch, sizes, gt, samples)[0])
-
     names = ["backbone.fpn.layer_blocks.0.0.weight", "rpn.head.conv.0.0.weight"]
     for i, (arrays, g, what) in enumerate([([batch], [dbatch], "input batch")] + [
             ([params[n]], [grads[n]], n) for n in names]):
-        err = min(directional_check(total, arrays, g, h=h, seed=i) for h in (1e-4, 1e-5, 1e-6))
+        err = best_step_error(total, arrays, g, i)
         print(f"{what}: rel error {err:.2e}")
         assert err < 1e-5, what
     assert np.abs(grads[names[0]]).max() > 0
