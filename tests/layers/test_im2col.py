@@ -191,3 +191,23 @@ def test_backends_agree(xp):
     back = col2im(cols, x.shape, (3, 2), (2, 1), (1, 0))
     expected = col2im_naive(asnumpy(cols), x.shape, (3, 2), (2, 1), (1, 0))
     assert rel_error(back, expected) < 1e-10
+
+
+@pytest.mark.parametrize("padding", [(1, 1), (2, 2), (0, 1), (2, 0)])
+def test_pad_rows_flat_zeroes_its_padding_in_reused_memory(padding):
+    """The buffer starts uninitialised (``empty``): every cell x does not fill must be
+    written 0. Memory freed just before, full of NaN, is what the allocator hands back."""
+    from npmaskrcnn.engine.memory import keep_freed_memory
+
+    keep_freed_memory()  # freed blocks go back to the heap, to be reused by the next empty
+    ph, pw = padding
+    x = np.random.default_rng(7).standard_normal((2, 3, 5, 6)).astype(np.float32)
+    size = 2 * 3 * (5 + 2 * ph) * 6 + 2 * pw
+    for _ in range(3):
+        dirty = np.full(size, np.nan, dtype=np.float32)
+        del dirty
+        flat = pad_rows_flat(x, padding)
+        expected = np.concatenate([np.zeros(pw, np.float32),
+                                   np.pad(x, ((0, 0), (0, 0), (ph, ph), (0, 0))).ravel(),
+                                   np.zeros(pw, np.float32)])
+        np.testing.assert_array_equal(flat, expected)
