@@ -55,7 +55,6 @@ class RPNLossCache(NamedTuple):
     dobjectness: Any  # (N, sumA) d loss_objectness / d objectness
     dpred_deltas: Any  # (N, sumA, 4) d loss_rpn_box_reg / d pred_deltas
     shapes: list  # the (N, A, H, W) of each level's logits
-    num_inputs: int  # the feature maps forward got (levels without anchors included)
 
 
 class RegionProposalNetwork(Module):
@@ -119,7 +118,7 @@ class RegionProposalNetwork(Module):
         if samples is None:
             samples = self.sample_anchors(anchors, gt)
         loss_obj, loss_reg, dobj, ddeltas = self.compute_loss(objectness, pred_deltas, samples)
-        self.push(RPNLossCache(dobj, ddeltas, shapes, len(self.cfg.anchor_sizes)))
+        self.push(RPNLossCache(dobj, ddeltas, shapes))
         return proposals, {"loss_objectness": loss_obj, "loss_rpn_box_reg": loss_reg}, samples
 
     def anchors(self, batch_shape, features):
@@ -231,7 +230,7 @@ class RegionProposalNetwork(Module):
         dobjectness = dloss["loss_objectness"] * cache.dobjectness  # (N, sumA)
         dpred_deltas = dloss["loss_rpn_box_reg"] * cache.dpred_deltas  # (N, sumA, 4)
         dlevels = self.head.backward_flat(dobjectness, dpred_deltas, cache.shapes)
-        dfeatures = [None] * cache.num_inputs
+        dfeatures = [None] * len(self.cfg.anchor_sizes)  # one per map forward got
         for i, d in zip(self.levels, dlevels):
             dfeatures[i] = d
         return dfeatures
