@@ -44,6 +44,7 @@ def save_checkpoint(path: str, model, optimizer=None, meta: dict | None = None) 
     if optimizer is not None:
         state = optimizer.state_dict()
         meta["optim_lr"] = state["lr"]
+        meta["optim_steps"] = state["steps"]
         for name, buf in state["buffers"].items():
             if buf is not None:
                 arrays[f"optim/{name}"] = buf
@@ -109,6 +110,7 @@ def load_checkpoint(path: str, model, optimizer=None) -> dict:
     if optimizer is not None:
         optimizer.load_state_dict({
             "lr": meta.get("optim_lr", [g.lr for g in optimizer.groups]),
+            "steps": meta.get("optim_steps", 0),
             "buffers": {k[6:]: v for k, v in arrays.items() if k.startswith("optim/")},
         })
     return meta

@@ -1,7 +1,10 @@
+import os
+import tempfile
+
 import numpy as np
 import pytest
 
-from npmaskrcnn.engine.optim import SGD
+from npmaskrcnn.engine.optim import SGD, AdamW
 from npmaskrcnn.layers.module import Module
 
 
@@ -111,3 +114,115 @@ def test_clip_grad_norm_matches_torch():
     w0 = m.params["weight"].copy()
     opt.step()  # the step uses the clipped gradients
     np.testing.assert_allclose(m.params["weight"], w0 - 0.1 * tw.grad.numpy(), rtol=1e-12)
+
+
+def _adamw_pair(torch, wd=0.05, betas=(0.9, 0.999), eps=1e-8):
+    m = TwoParams()
+    tw = torch.tensor(m.params["weight"].copy(), requires_grad=True)
+    tb = torch.tensor(m.params["bias"].copy(), requires_grad=True)
+    topt = torch.optim.AdamW(
+        [{"params": [tw], "weight_decay": wd}, {"params": [tb], "weight_decay": 0.0}],
+        lr=0.01, betas=betas, eps=eps)
+    return m, AdamW(m, lr=0.01, betas=betas, eps=eps, weight_decay=wd), (tw, tb), topt
+
+
+def test_adamw_matches_torch():
+    """Decoupled decay on the weight only, bias correction, and a learning rate that
+    changes between steps (warm-up, step decay), against torch.optim.AdamW in float64."""
+    torch = pytest.importorskip("torch")
+    m, opt, (tw, tb), topt = _adamw_pair(torch, betas=(0.8, 0.95), eps=1e-6)
+    rng = np.random.default_rng(0)
+    for i, lr in enumerate((0.001, 0.005, 0.01, 0.01, 0.001, 0.0001)):
+        opt.set_lr(lr)
+        for group in topt.param_groups:
+            group["lr"] = lr
+        gw, gb = rng.standard_normal((2, 2)) * 10.0 ** (i - 3), rng.standard_normal(2)
+        m.grads["weight"][...] = gw
+        m.grads["bias"][...] = gb
+        opt.step()
+        tw.grad, tb.grad = torch.tensor(gw), torch.tensor(gb)
+        topt.step()
+        np.testing.assert_allclose(m.params["weight"], tw.detach().numpy(), rtol=1e-12)
+        np.testing.assert_allclose(m.params["bias"], tb.detach().numpy(), rtol=1e-12)
+    state = topt.state[tw]
+    np.testing.assert_allclose(opt.state_dict()["buffers"]["exp_avg_sq/weight"],
+                               state["exp_avg_sq"].numpy(), rtol=1e-12)
+
+
+def test_adamw_by_hand_first_step_moves_every_parameter_by_lr():
+    """After bias correction Adam's first step is lr * g / (|g| + eps): lr times the
+    gradient's sign, whatever its scale; the decay shrinks the weight by lr * wd first."""
+    m = TwoParams()
+    opt = AdamW(m, lr=0.1, weight_decay=0.5)
+    w0, b0 = m.params["weight"].copy(), m.params["bias"].copy()
+    m.grads["weight"][...] = np.array([[1e-3, -2.0], [50.0, -1e-2]])
+    m.grads["bias"][...] = np.array([-3.0, 4.0])
+    opt.step()
+    np.testing.assert_allclose(m.params["weight"],
+                               w0 * (1 - 0.1 * 0.5) - 0.1 * np.array([[1, -1], [1, -1]]),
+                               atol=1e-5)  # eps: 1e-3 / (1e-3 + 1e-8) is 1 - 1e-5
+    np.testing.assert_allclose(m.params["bias"], b0 - 0.1 * np.array([-1, 1]), atol=1e-5)
+
+
+def test_adamw_resumes_where_it_stopped():
+    """The moments and the step count (bias correction) go through a checkpoint: a run
+    stopped after two steps and resumed takes the same third step as one never stopped;
+    without the step count the third step differs."""
+    from npmaskrcnn.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    def grads(m, i):
+        m.grads["weight"][...] = np.array([[1.0, -2.0], [0.5, 3.0]]) * (i + 1)
+        m.grads["bias"][...] = np.array([0.3, -0.1]) / (i + 1)
+
+    a = TwoParams()
+    oa = AdamW(a, lr=0.1)
+    for i in range(3):
+        grads(a, i)
+        oa.step()
+    b = TwoParams()
+    ob = AdamW(b, lr=0.1)
+    for i in range(2):
+        grads(b, i)
+        ob.step()
+    with tempfile.TemporaryDirectory() as d:
+        path = save_checkpoint(os.path.join(d, "c.npz"), b, ob, {})
+        c = TwoParams()
+        oc = AdamW(c, lr=0.1)
+        load_checkpoint(path, c, oc)
+    assert oc.steps == 2
+    grads(c, 2)
+    oc.step()
+    np.testing.assert_array_equal(c.params["weight"], a.params["weight"])
+    np.testing.assert_array_equal(c.params["bias"], a.params["bias"])
+    oc.steps = 0  # as if the count were lost: the bias correction of a first step
+    grads(c, 3)
+    before = c.params["weight"].copy()
+    oc.step()
+    grads(a, 3)
+    oa.step()
+    assert np.abs(c.params["weight"] - before).max() > 0
+    assert not np.allclose(c.params["weight"], a.params["weight"], rtol=1e-6)
+
+
+def test_adamw_step_is_a_few_ops_on_the_stand_in():
+    from npmaskrcnn import cpupy
+
+    class Many(Module):
+        def __init__(self):
+            super().__init__()
+            for i in range(40):
+                self.add_param(f"w{i}", cpupy.asarray(np.full((3, 2), float(i))))
+                self.add_param(f"b{i}", cpupy.asarray(np.full(2, -float(i))))
+
+    m = Many()
+    opt = AdamW(m, lr=0.5, weight_decay=0.1)
+    for i in range(40):
+        m.accumulate(f"w{i}", cpupy.asarray(np.full((3, 2), 1.0)))
+        m.accumulate(f"b{i}", cpupy.asarray(np.full(2, 2.0)))
+    opt.step()  # the first step makes the buffers
+    for i in range(40):
+        m.accumulate(f"w{i}", cpupy.asarray(np.full((3, 2), 1.0)))
+        m.accumulate(f"b{i}", cpupy.asarray(np.full(2, 2.0)))
+    with cpupy.counting() as c:
+        opt.step()
+    assert c.ops <= 20 and c.syncs == 0, c.as_dict()
