@@ -150,8 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int_at_least(1), default=None,
                    help="training iterations (default: 1500; 2400 with --data figures)")
     p.add_argument("--batch-size", type=int_at_least(1), default=4, help="images per iteration")
-    p.add_argument("--lr", type=float_in(0.0, low_open=True), default=0.02,
-                   help="learning rate after warm-up")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default=None,
+                   help="SGD with momentum 0.9, the paper's, or AdamW (default: sgd)")
+    p.add_argument("--lr", type=float_in(0.0, low_open=True), default=None,
+                   help="learning rate after warm-up (default: 0.02 with sgd, 0.001 with "
+                   "adamw)")
+    p.add_argument("--weight-decay", type=float_in(0.0), default=None,
+                   help="weight decay of the weights, not of biases and norms (default: "
+                   "1e-4 with sgd, added to the gradient; 0.05 with adamw, decoupled)")
     p.add_argument("--warmup", type=int_at_least(0), default=100,
                    help="iterations of linear learning-rate warm-up")
     p.add_argument("--steps", type=int_at_least(1), nargs="*", default=None, metavar="ITER",

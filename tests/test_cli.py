@@ -5,9 +5,11 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from npmaskrcnn.cli import build_parser, main
+from npmaskrcnn.engine.checkpoint import read_meta
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 COMMANDS = ("make-shapes", "coco-subset", "train", "eval", "predict", "import-weights")
@@ -164,7 +166,6 @@ def test_import_weights_and_train_from_them(tmp_path, capsys):
     """import-weights prints its report; train --weights starts from the file, names the
     class-specific layers it leaves fresh (another number of classes) and keeps the report
     in the checkpoint; the imported whole model is a checkpoint for predict and eval."""
-    from npmaskrcnn.engine.checkpoint import read_meta
 
     run = tmp_path / "run"
     assert _main("train", *TINY, "--iters", "1", "--num-train", "2", "--num-val", "1",
@@ -209,7 +210,7 @@ def test_keypoints_on_generated_stick_figures(tmp_path, capsys):
                  "--out", run) == 0
     out = capsys.readouterr().out
     assert "generating 2 images of train figures" in out and "training figures (1 class)" in out
-    assert "seen at 96 px" in out  # 1.5 x the 64-px images
+    assert "seen at 96 px with SGD (lr 0.02)" in out  # 1.5 x the 64-px images
     assert re.search(r"^result: box AP [\d.]+, keypoint AP [\d.]+ \(AP50 [\d.]+ / [\d.]+\) on 2 "
                      r"images of .*person_keypoints_val.json$", out.splitlines()[-1])
     assert [line.split()[0] for line in out.splitlines() if "OKS=" in line] == [
@@ -238,3 +239,52 @@ def test_make_figures_and_a_mask_preset_on_keypoints_warns(tmp_path, capsys):
     assert len(warned) == 1 and re.search(r"person_keypoints_train.json: \d+ annotation\(s\) have "
                                           r"keypoints, but the preset tiny has no keypoint "
                                           r"branch: they are not trained", warned[0])
+
+
+FIGURES_RUN = ["--data", "figures", "--image-size", "64", "--warmup", "1", "--batch-size", "1",
+               "--num-train", "2", "--num-val", "1", "--no-eval"]
+
+
+def _forget_the_optimizer(checkpoint: Path):
+    """Make a checkpoint look like one written before --optimizer existed."""
+    with np.load(checkpoint) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    for section in ("options", "train"):
+        meta[section] = {k: v for k, v in meta[section].items()
+                         if k not in ("optimizer", "weight_decay")}
+    meta["options"]["lr"] = 0.02  # the old --lr default, stored with the options
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(checkpoint, **arrays)
+
+
+@pytest.mark.parametrize("typed", [["--optimizer", "sgd"], []], ids=["typed", "old run"])
+def test_a_resumed_run_keeps_its_optimizer(tmp_path, capsys, typed):
+    """A stick-figure run started with SGD -- typed, or before --optimizer existed, when SGD
+    was the only one -- resumes with SGD and its learning rate, not the data's AdamW."""
+    run = tmp_path / "run"
+    assert _main("train", *FIGURES_RUN, "--iters", "1", "--out", run,
+                 *(typed or ["--optimizer", "sgd"])) == 0
+    assert "with SGD (lr 0.02)" in capsys.readouterr().out
+    if not typed:
+        _forget_the_optimizer(run / "checkpoint.npz")
+    assert _main("train", "--out", run, "--resume", "--iters", "2") == 0
+    out = capsys.readouterr().out
+    assert "changed since the checkpoint: iters: 1 -> 2" in out
+    assert "with SGD (lr 0.02)" in out
+    meta = read_meta(str(run / "checkpoint.npz"))
+    assert (meta["train"]["optimizer"], meta["train"]["lr"]) == ("sgd", 0.02)
+
+
+def test_optimizer_defaults_follow_the_data_and_the_options():
+    from npmaskrcnn.commands.train import settings
+
+    def run(*argv):
+        s = settings(build_parser().parse_args(["train", *argv]))
+        return s["optimizer"], s["lr"], s["weight_decay"]
+
+    assert run() == ("sgd", 0.02, 1e-4)  # the shapes
+    assert run("--data", "figures", "--optimizer", "sgd") == ("sgd", 0.02, 1e-4)
+    assert run("--optimizer", "adamw") == ("adamw", 0.001, 0.05)
+    assert run("--ann", "a.json", "--images", "i", "--lr", "0.5", "--weight-decay", "0") == (
+        "sgd", 0.5, 0.0)

@@ -59,6 +59,7 @@ def resume_options(parser, a):
     stored = read_meta(str(checkpoint)).get("options")
     if not isinstance(stored, dict):
         return a
+    stored.setdefault("optimizer", "sgd")  # a run started before --optimizer trained with SGD
     # argparse leaves alone every attribute the namespace already has, unless the option is
     # typed: the stored options become the defaults of this parse
     namespace = argparse.Namespace(**{k: v for k, v in stored.items() if k not in NOT_INHERITED})
@@ -67,15 +68,30 @@ def resume_options(parser, a):
     return merged
 
 
+def optimizer_settings(a, generated=None) -> dict:
+    """The optimiser, learning rate and weight decay of this run: the options given, else
+    the generated data's optimiser (SGD with ``--ann``) with its own defaults
+    (``optim.OPTIMIZERS``), the learning rate the generated data chose for it."""
+    from ..engine.optim import OPTIMIZERS
+
+    optimizer = a.optimizer or (generated.optimizer if generated else "sgd")
+    _, lr, weight_decay = OPTIMIZERS[optimizer]
+    if generated is not None and generated.lr and optimizer == generated.optimizer:
+        lr = generated.lr
+    return {"optimizer": optimizer, "lr": a.lr or lr,
+            "weight_decay": weight_decay if a.weight_decay is None else a.weight_decay}
+
+
 def settings(a) -> dict:
-    """The data, preset, sizes, image counts and iterations of this run: the options given,
-    and for the others the defaults of the generated data (``GENERATED``), or with ``--ann``
-    the shapes preset, the preset's own resize and 1500 iterations."""
+    """The data, preset, sizes, image counts, iterations and optimiser of this run: the
+    options given, and for the others the defaults of the generated data (``GENERATED``),
+    or with ``--ann`` the shapes preset, the preset's own resize, 1500 iterations and SGD."""
     from ..engine.rundir import GENERATED
 
     if a.ann:
         return {"data": None, "preset": a.preset or "shapes", "image_size": a.image_size,
-                "input_size": a.input_size or a.image_size, "iters": a.iters or 1500}
+                "input_size": a.input_size or a.image_size, "iters": a.iters or 1500,
+                **optimizer_settings(a)}
     g = GENERATED[a.data or "shapes"]
     image_size = a.image_size or g.image_size
     # Shapes are drawn at 128 px; the model sees them at 1.5x, so that a small object
@@ -85,7 +101,7 @@ def settings(a) -> dict:
     return {"data": a.data or "shapes", "preset": a.preset or g.preset,
             "image_size": image_size, "input_size": a.input_size or int(g.scale * image_size),
             "num_train": a.num_train or g.num_train, "num_val": a.num_val or g.num_val,
-            "iters": a.iters or g.iters}
+            "iters": a.iters or g.iters, **optimizer_settings(a, g)}
 
 
 def _generated_data(a, out: Path, kind: str, size: int, num_train: int, num_val: int):
@@ -192,9 +208,10 @@ def train(a) -> None:
                                f"training data has {train_set.class_names[1:]}")
     iters = run["iters"]
     steps = tuple(a.steps) if a.steps is not None else (int(0.8 * iters), int(0.93 * iters))
-    tcfg = TrainConfig(iters=iters, batch_size=a.batch_size, lr=a.lr, warmup_iters=a.warmup,
+    tcfg = TrainConfig(iters=iters, batch_size=a.batch_size, lr=run["lr"], warmup_iters=a.warmup,
                        steps=steps, checkpoint_every=a.checkpoint_every, seed=a.seed,
-                       clip_grad_norm=a.clip_grad_norm or None)
+                       clip_grad_norm=a.clip_grad_norm or None, optimizer=run["optimizer"],
+                       weight_decay=run["weight_decay"])
     command = command_line(a.argv)
     if meta is not None and meta.get("command"):
         command = meta["command"]  # the command that started the run, kept across resumes
@@ -227,7 +244,8 @@ def train(a) -> None:
                   f"(raise --iters to train longer)")
     seen = "/".join(map(str, _sides(cfg.transform.min_size)))
     print(f"training {run['preset']} ({plural(train_set.num_classes - 1, 'class')}) on "
-          f"{plural(len(train_set), 'image')} seen at {seen} px, "
+          f"{plural(len(train_set), 'image')} seen at {seen} px with "
+          f"{'AdamW' if tcfg.optimizer == 'adamw' else 'SGD'} (lr {tcfg.lr:g}), "
           f"backend {B.get_backend() if a.backend is None else a.backend}; "
           f"a checkpoint every {a.checkpoint_every} iterations in {out}")
     if a.overwrite:

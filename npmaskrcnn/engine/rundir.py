@@ -60,6 +60,8 @@ class GeneratedData:
         scale: the model sees the images at ``scale * image_size`` (``--input-size``).
         num_train, num_val: images of the training and the validation split.
         iters: training iterations.
+        optimizer: ``TrainConfig.optimizer`` (``--optimizer``); lr: its learning rate
+            (None: the optimiser's default, ``optim.OPTIMIZERS``).
     """
 
     make: Callable
@@ -71,6 +73,8 @@ class GeneratedData:
     num_train: int
     num_val: int
     iters: int
+    optimizer: str = "sgd"
+    lr: float | None = None
 
 
 # The defaults were chosen on validation splits of their own (README: the shapes run, the

@@ -1,4 +1,4 @@
-"""The training loop: SGD, warm-up + step schedule, logs, checkpoints, resume.
+"""The training loop: SGD or AdamW, warm-up + step schedule, logs, checkpoints, resume.
 
 One iteration: ``zero_grad`` → ``losses = model(images, targets)`` → ``model.backward()``
 → optional gradient clipping → ``optimizer.step()``. Around it:
@@ -44,7 +44,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .memory import keep_freed_memory
-from .optim import SGD
+from .optim import make_optimizer
 from .progress import Progress
 
 # Model-config fields that may differ on resume: the seed only draws the initial weights,
@@ -65,8 +65,9 @@ class TrainConfig:
     iters: int = 1000
     batch_size: int = 2  # paper: 2 images per GPU
     lr: float = 0.02  # paper 3.1 (for 16 images per batch)
-    momentum: float = 0.9  # paper 3.1
-    weight_decay: float = 1e-4  # paper 3.1
+    momentum: float = 0.9  # paper 3.1 (SGD's only)
+    weight_decay: float = 1e-4  # paper 3.1 (AdamW's is decoupled: optim.AdamW)
+    optimizer: str = "sgd"  # the paper's; or "adamw" (optim.OPTIMIZERS)
     warmup_iters: int = 100
     warmup_factor: float = 1e-3
     steps: tuple = field(default_factory=tuple)  # iterations at which lr *= gamma
@@ -109,8 +110,8 @@ class Trainer:
         self.backend = backend
         self.progress = progress
         self.loader = BatchLoader(dataset, cfg.batch_size, cfg.seed, cfg.flip_prob)
-        self.optimizer = SGD(model, lr=cfg.lr, momentum=cfg.momentum,
-                             weight_decay=cfg.weight_decay)
+        self.optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay,
+                                        cfg.momentum)
         self.iteration = 0
         self.changed_settings: list[str] = []  # "lr: 0.02 -> 0.01", set by resume()
         self.resumes: list[dict] = []  # {"iteration", "changed"} of every resume with changes
@@ -147,8 +148,9 @@ class Trainer:
         if saved and now and list(saved) != list(now):
             raise CheckpointMismatch(f"{self.checkpoint_path}: trained on the classes "
                                      f"{list(saved[1:])}, but the data has {list(now[1:])}")
-        if "train" in meta:
-            changed += config_differences(meta["train"], asdict(self.cfg))
+        if "train" in meta:  # fields added since (the optimizer): their defaults
+            changed += config_differences({**asdict(TrainConfig()), **meta["train"]},
+                                          asdict(self.cfg))
         return changed
 
     def resume(self) -> int:

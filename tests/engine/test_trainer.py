@@ -62,26 +62,29 @@ def _cfg(**kw):
                        log_every=1, **kw)
 
 
-@pytest.mark.parametrize("scales", [64, (40, 48, 56, 64)])
-def test_kill_and_resume_gives_identical_parameters(shapes_set, tmp_path, scales):
+@pytest.mark.parametrize("scales, optimizer", [(64, "sgd"), ((40, 48, 56, 64), "sgd"),
+                                               (64, "adamw")])
+def test_kill_and_resume_gives_identical_parameters(shapes_set, tmp_path, scales, optimizer):
     """Also with a training scale drawn per image (keypoint_r50_fpn's 640..800): the
-    transform's generator is in the checkpoint too."""
+    transform's generator is in the checkpoint too; and with AdamW, whose moments and step
+    count (bias correction) are."""
     def model():
         cfg = tiny(num_classes=shapes_set.num_classes)
         cfg.transform.min_size = scales
         return MaskRCNN(cfg)
 
     full = model()
-    Trainer(full, shapes_set, _cfg(), str(tmp_path / "full"), progress=False).train()
+    Trainer(full, shapes_set, _cfg(optimizer=optimizer), str(tmp_path / "full"),
+            progress=False).train()
 
     run = tmp_path / "resumed"
     first = model()
     # checkpoint at iteration 3, then killed while loading the batch of iteration 4
     crashing = CrashingDataset(shapes_set, crash_after=2 * 4 + 1)
     with pytest.raises(Crash):
-        Trainer(first, crashing, _cfg(), str(run), progress=False).train()
+        Trainer(first, crashing, _cfg(optimizer=optimizer), str(run), progress=False).train()
     second = model()  # a fresh process
-    trainer = Trainer(second, shapes_set, _cfg(), str(run), progress=False)
+    trainer = Trainer(second, shapes_set, _cfg(optimizer=optimizer), str(run), progress=False)
     assert trainer.resume() == 3
     trainer.train(resume=True)
     for name, p in full.parameters().items():
