@@ -46,31 +46,38 @@ def test_sgd_state_round_trip():
     np.testing.assert_array_equal(a.params["weight"], b.params["weight"])
 
 
+def _torch_twin(torch, m):
+    """torch tensors holding the same values as ``m``'s weight and bias."""
+    return (torch.tensor(m.params["weight"].copy(), requires_grad=True),
+            torch.tensor(m.params["bias"].copy(), requires_grad=True))
+
+
+def _step_both(m, opt, twin, topt, gw, gb):
+    """One step of ours and one of torch's on the same gradients: the parameters agree."""
+    m.grads["weight"][...] = gw
+    m.grads["bias"][...] = gb
+    opt.step()
+    twin[0].grad, twin[1].grad = twin[0].new_tensor(gw), twin[1].new_tensor(gb)
+    topt.step()
+    np.testing.assert_allclose(m.params["weight"], twin[0].detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(m.params["bias"], twin[1].detach().numpy(), rtol=1e-12)
+
+
 def test_sgd_matches_torch():
     torch = pytest.importorskip("torch")
     m = TwoParams()
-    tw = torch.tensor(m.params["weight"].copy(), requires_grad=True)
-    tb = torch.tensor(m.params["bias"].copy(), requires_grad=True)
+    tw, tb = twin = _torch_twin(torch, m)
     topt = torch.optim.SGD(
         [{"params": [tw], "weight_decay": 1e-3}, {"params": [tb], "weight_decay": 0.0}],
         lr=0.05, momentum=0.9)
     opt = SGD(m, lr=0.05, momentum=0.9, weight_decay=1e-3)
     rng = np.random.default_rng(0)
     for _ in range(5):
-        gw, gb = rng.standard_normal((2, 2)), rng.standard_normal(2)
-        m.grads["weight"][...] = gw
-        m.grads["bias"][...] = gb
-        opt.step()
-        tw.grad, tb.grad = torch.tensor(gw), torch.tensor(gb)
-        topt.step()
-    np.testing.assert_allclose(m.params["weight"], tw.detach().numpy(), rtol=1e-12)
-    np.testing.assert_allclose(m.params["bias"], tb.detach().numpy(), rtol=1e-12)
+        _step_both(m, opt, twin, topt, rng.standard_normal((2, 2)), rng.standard_normal(2))
 
 
-def test_parameters_become_views_of_one_buffer_and_a_step_is_a_few_ops():
-    """SGD moves the parameters into one flat buffer (the modules keep views of it); the
-    gradients a backward leaves are gathered in one concatenation; on the GPU stand-in a
-    step is a handful of launches whatever the number of parameters."""
+def _many_on_the_stand_in():
+    """40 weights and 40 biases, on the GPU stand-in."""
     from npmaskrcnn import cpupy
 
     class Many(Module):
@@ -80,12 +87,28 @@ def test_parameters_become_views_of_one_buffer_and_a_step_is_a_few_ops():
                 self.add_param(f"w{i}", cpupy.asarray(np.full((3, 2), float(i))))
                 self.add_param(f"b{i}", cpupy.asarray(np.full(2, -float(i))))
 
-    m = Many()
-    opt = SGD(m, lr=0.5, momentum=0.9, weight_decay=0.1)
-    assert opt.params.shape == (40 * 8,)
-    for i in range(40):  # a backward's own arrays, by reference (Module.accumulate)
+    return Many()
+
+
+def _backward_leaves_gradients(m):
+    """A backward's own arrays, by reference (Module.accumulate)."""
+    from npmaskrcnn import cpupy
+
+    for i in range(40):
         m.accumulate(f"w{i}", cpupy.asarray(np.full((3, 2), 1.0)))
         m.accumulate(f"b{i}", cpupy.asarray(np.full(2, 2.0)))
+
+
+def test_parameters_become_views_of_one_buffer_and_a_step_is_a_few_ops():
+    """SGD moves the parameters into one flat buffer (the modules keep views of it); the
+    gradients a backward leaves are gathered in one concatenation; on the GPU stand-in a
+    step is a handful of launches whatever the number of parameters."""
+    from npmaskrcnn import cpupy
+
+    m = _many_on_the_stand_in()
+    opt = SGD(m, lr=0.5, momentum=0.9, weight_decay=0.1)
+    assert opt.params.shape == (40 * 8,)
+    _backward_leaves_gradients(m)
     with cpupy.counting() as c:
         opt.step()
     assert c.ops <= 12, c.as_dict()
@@ -116,37 +139,25 @@ def test_clip_grad_norm_matches_torch():
     np.testing.assert_allclose(m.params["weight"], w0 - 0.1 * tw.grad.numpy(), rtol=1e-12)
 
 
-def _adamw_pair(torch, wd=0.05, betas=(0.9, 0.999), eps=1e-8):
-    m = TwoParams()
-    tw = torch.tensor(m.params["weight"].copy(), requires_grad=True)
-    tb = torch.tensor(m.params["bias"].copy(), requires_grad=True)
-    topt = torch.optim.AdamW(
-        [{"params": [tw], "weight_decay": wd}, {"params": [tb], "weight_decay": 0.0}],
-        lr=0.01, betas=betas, eps=eps)
-    return m, AdamW(m, lr=0.01, betas=betas, eps=eps, weight_decay=wd), (tw, tb), topt
-
-
 def test_adamw_matches_torch():
     """Decoupled decay on the weight only, bias correction, and a learning rate that
     changes between steps (warm-up, step decay), against torch.optim.AdamW in float64."""
     torch = pytest.importorskip("torch")
-    m, opt, (tw, tb), topt = _adamw_pair(torch, betas=(0.8, 0.95), eps=1e-6)
+    m = TwoParams()
+    tw, tb = twin = _torch_twin(torch, m)
+    topt = torch.optim.AdamW(
+        [{"params": [tw], "weight_decay": 0.05}, {"params": [tb], "weight_decay": 0.0}],
+        lr=0.01, betas=(0.8, 0.95), eps=1e-6)
+    opt = AdamW(m, lr=0.01, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.05)
     rng = np.random.default_rng(0)
     for i, lr in enumerate((0.001, 0.005, 0.01, 0.01, 0.001, 0.0001)):
         opt.set_lr(lr)
         for group in topt.param_groups:
             group["lr"] = lr
-        gw, gb = rng.standard_normal((2, 2)) * 10.0 ** (i - 3), rng.standard_normal(2)
-        m.grads["weight"][...] = gw
-        m.grads["bias"][...] = gb
-        opt.step()
-        tw.grad, tb.grad = torch.tensor(gw), torch.tensor(gb)
-        topt.step()
-        np.testing.assert_allclose(m.params["weight"], tw.detach().numpy(), rtol=1e-12)
-        np.testing.assert_allclose(m.params["bias"], tb.detach().numpy(), rtol=1e-12)
-    state = topt.state[tw]
+        _step_both(m, opt, twin, topt, rng.standard_normal((2, 2)) * 10.0 ** (i - 3),
+                   rng.standard_normal(2))
     np.testing.assert_allclose(opt.state_dict()["buffers"]["exp_avg_sq/weight"],
-                               state["exp_avg_sq"].numpy(), rtol=1e-12)
+                               topt.state[tw]["exp_avg_sq"].numpy(), rtol=1e-12)
 
 
 def test_adamw_by_hand_first_step_moves_every_parameter_by_lr():
@@ -207,22 +218,11 @@ def test_adamw_resumes_where_it_stopped():
 def test_adamw_step_is_a_few_ops_on_the_stand_in():
     from npmaskrcnn import cpupy
 
-    class Many(Module):
-        def __init__(self):
-            super().__init__()
-            for i in range(40):
-                self.add_param(f"w{i}", cpupy.asarray(np.full((3, 2), float(i))))
-                self.add_param(f"b{i}", cpupy.asarray(np.full(2, -float(i))))
-
-    m = Many()
+    m = _many_on_the_stand_in()
     opt = AdamW(m, lr=0.5, weight_decay=0.1)
-    for i in range(40):
-        m.accumulate(f"w{i}", cpupy.asarray(np.full((3, 2), 1.0)))
-        m.accumulate(f"b{i}", cpupy.asarray(np.full(2, 2.0)))
+    _backward_leaves_gradients(m)
     opt.step()  # the first step makes the buffers
-    for i in range(40):
-        m.accumulate(f"w{i}", cpupy.asarray(np.full((3, 2), 1.0)))
-        m.accumulate(f"b{i}", cpupy.asarray(np.full(2, 2.0)))
+    _backward_leaves_gradients(m)
     with cpupy.counting() as c:
         opt.step()
     assert c.ops <= 20 and c.syncs == 0, c.as_dict()
