@@ -148,13 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start again in an --out that holds a run (replaces its "
                        "checkpoint, log, eval and examples)")
     p.add_argument("--iters", type=int_at_least(1), default=None,
-                   help="training iterations (default: 1500; 2400 with --data figures)")
+                   help="training iterations (default: 1500; 1800 with --data figures)")
     p.add_argument("--batch-size", type=int_at_least(1), default=4, help="images per iteration")
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default=None,
-                   help="SGD with momentum 0.9, the paper's, or AdamW (default: sgd)")
+                   help="SGD with momentum 0.9, the paper's, or AdamW (default: sgd; adamw "
+                   "with --data figures)")
     p.add_argument("--lr", type=float_in(0.0, low_open=True), default=None,
                    help="learning rate after warm-up (default: 0.02 with sgd, 0.001 with "
-                   "adamw)")
+                   "adamw; 0.002 with --data figures)")
     p.add_argument("--weight-decay", type=float_in(0.0), default=None,
                    help="weight decay of the weights, not of biases and norms (default: "
                    "1e-4 with sgd, added to the gradient; 0.05 with adamw, decoupled)")

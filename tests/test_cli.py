@@ -210,7 +210,10 @@ def test_keypoints_on_generated_stick_figures(tmp_path, capsys):
                  "--out", run) == 0
     out = capsys.readouterr().out
     assert "generating 2 images of train figures" in out and "training figures (1 class)" in out
-    assert "seen at 96 px with SGD (lr 0.02)" in out  # 1.5 x the 64-px images
+    assert "seen at 96 px with AdamW (lr 0.002)" in out  # 1.5 x the 64-px images
+    meta = read_meta(str(run / "checkpoint.npz"))
+    assert (meta["train"]["optimizer"], meta["train"]["weight_decay"]) == ("adamw", 0.05)
+    assert meta["optim_steps"] == 2
     assert re.search(r"^result: box AP [\d.]+, keypoint AP [\d.]+ \(AP50 [\d.]+ / [\d.]+\) on 2 "
                      r"images of .*person_keypoints_val.json$", out.splitlines()[-1])
     assert [line.split()[0] for line in out.splitlines() if "OKS=" in line] == [
@@ -284,6 +287,7 @@ def test_optimizer_defaults_follow_the_data_and_the_options():
         return s["optimizer"], s["lr"], s["weight_decay"]
 
     assert run() == ("sgd", 0.02, 1e-4)  # the shapes
+    assert run("--data", "figures") == ("adamw", 0.002, 0.05)
     assert run("--data", "figures", "--optimizer", "sgd") == ("sgd", 0.02, 1e-4)
     assert run("--optimizer", "adamw") == ("adamw", 0.001, 0.05)
     assert run("--ann", "a.json", "--images", "i", "--lr", "0.5", "--weight-decay", "0") == (
