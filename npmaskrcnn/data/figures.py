@@ -73,8 +73,18 @@ def _stick_distractor(rng, cx, cy, size, width):
 
 
 def _paint(image, coverage, colour):
-    """Blend ``colour`` over ``image`` by coverage (anti-aliased edges)."""
-    return image * (1 - coverage[..., None]) + colour * coverage[..., None]
+    """Blend ``colour`` over ``image`` by coverage (anti-aliased edges), in place.
+
+    ``image * (1 - c) + colour * c`` is the image itself where c = 0, so only the
+    bounding box of the covered pixels is computed (a limb covers a few percent of the
+    image: generating the figures' data took a quarter of its time here otherwise).
+    """
+    rows, cols = np.flatnonzero(coverage.any(axis=1)), np.flatnonzero(coverage.any(axis=0))
+    if rows.size:
+        box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+        c = coverage[box][..., None]
+        image[box] = image[box] * (1 - c) + colour * c
+    return image
 
 
 def _place_figure(rng, parts, allow_cut, cut_margin, image_size):

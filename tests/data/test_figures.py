@@ -200,3 +200,24 @@ def test_visibility_statistics(figures_split):
     assert per_image[1:].max() >= 3  # several figures per image
     # distractors are not annotated: every annotation is a person
     assert {a["category_id"] for a in data["annotations"]} == {1}
+
+
+@pytest.mark.parametrize("covered", ["a limb", "nothing", "everything"])
+def test_painting_only_the_covered_box_changes_no_pixel(covered):
+    """``_paint`` blends only within the bounding box of the covered pixels: bit for bit
+    the whole-image blend ``image * (1 - c) + colour * c``, and it paints in place."""
+    from npmaskrcnn.data.figures import _paint
+    from npmaskrcnn.data.raster import primitives_coverage
+
+    rng = np.random.default_rng(3)
+    image = rng.uniform(0, 1, (40, 50, 3))
+    coverage = {"a limb": primitives_coverage([("capsule", 12.3, 30.1, 31.7, 8.4, 2.6)],
+                                              (40, 50)),
+                "nothing": np.zeros((40, 50)), "everything": np.ones((40, 50))}[covered]
+    colour = np.array([0.9, 0.2, 0.4])
+    whole = image * (1 - coverage[..., None]) + colour * coverage[..., None]
+    painted = _paint(image, coverage, colour)
+    assert painted is image
+    np.testing.assert_array_equal(painted, whole)
+    if covered == "a limb":  # the box is a part of the image
+        assert 0 < np.count_nonzero(coverage.any(axis=1)) < 40
