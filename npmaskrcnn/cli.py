@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start again in an --out that holds a run (replaces its "
                        "checkpoint, log, eval and examples)")
     p.add_argument("--iters", type=int_at_least(1), default=None,
-                   help="training iterations (default: 1500; 1800 with --data figures)")
+                   help="training iterations (default: 1500; 1900 with --data figures)")
     p.add_argument("--batch-size", type=int_at_least(1), default=4, help="images per iteration")
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default=None,
                    help="SGD with momentum 0.9, the paper's, or AdamW (default: sgd; adamw "

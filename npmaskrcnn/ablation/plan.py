@@ -203,6 +203,11 @@ def model_config(variant: Variant, plan: Plan, num_classes: int, seed: int) -> M
         # and its keypoint head of 4 x conv 64 (the preset's has 128 channels since),
         # torchvision's scores and no flip test (the preset ranks by box x keypoint
         # confidence and averages the mirror's heatmaps since 2026-12-05)
-        cfg.keypoint = replace(cfg.keypoint, layers=(64,) * 4, score="box", flip_test=False)
+        cfg.keypoint = replace(cfg.keypoint, layers=(64,) * 4, score="box", flip_test=False,
+                               rois_per_image=None)
+        # every positive RoI trains the keypoint branch (the preset caps them at 12 per image
+        # since 2026-12-05), and the RPN keeps the shapes' anchors on all five levels (the
+        # preset has none on P2 and P3 since 2026-12-05)
+        cfg.rpn = replace(cfg.rpn, anchor_sizes=PRESETS["shapes"]().rpn.anchor_sizes)
     cfg.seed = seed
     return cfg

@@ -65,6 +65,12 @@ def test_figures_variants_get_the_figures_preset_with_their_pooler_in_every_bran
     assert (configs[1]["keypoint"]["score"], configs[1]["keypoint"]["flip_test"]) == (
         "box", False)  # and its inference (torchvision's scores, no flip test)
     default.keypoint.score, default.keypoint.flip_test = "box", False
+    assert default.keypoint.rois_per_image == 12 and configs[1]["keypoint"][
+        "rois_per_image"] is None  # every positive trains its keypoint branch, as measured
+    default.keypoint.rois_per_image = None
+    assert default.rpn.anchor_sizes[:2] == ((), ()) and [list(s) for s in configs[1]["rpn"][
+        "anchor_sizes"]] == [[8], [16], [32], [64], [128]]  # its RPN on all five levels
+    default.rpn.anchor_sizes = ((8,), (16,), (32,), (64,), (128,))
     assert configs[1] == default.to_dict()  # RoIAlign avg: the train command's model
     pool, align = configs
     assert {k for k in pool if pool[k] != align[k]} == {"roi_heads"}
