@@ -256,7 +256,8 @@ def figures(num_classes: int = 2, image_size: int = 192, masks: bool = False) ->
     """A CPU-sized Keypoint R-CNN for the synthetic stick figures, trained from scratch.
 
     The ``shapes()`` model (GroupNorm ResNet-18 of width 16, FPN of 64 channels) with the
-    keypoint branch narrowed from 8 x conv 512 to 4 x conv 128, no mask branch
+    keypoint branch narrowed from 8 x conv 512 to 4 x conv 128 (trained on at most 12
+    positive RoIs per image), no mask branch
     (``masks=True``, or the ``figures_mask`` preset, keeps it) and an RPN that looks at
     P4-P6 only (anchors of 32-128 px, the figures' sizes), whose detections rank by
     box score x keypoint confidence (``KeypointConfig.score``) and whose keypoints average
