@@ -120,19 +120,10 @@ class FlatOptimizer:
                 start = stop
         self.state = dict.fromkeys(self.state_keys)  # (P,) buffers, made by the first step
         self.steps = 0  # updates made so far (AdamW's bias correction counts them)
-        self.base_lr = lr
-        self._module = module
-        self._order = [(m, k) for n in decay + no_decay
-                       for m, k in [self._owner(module, n)]]
+        owners = {n: (m, k) for n, m, k in module.named_parameters(trainable_only=True)}
+        self._order = [owners[n] for n in decay + no_decay]  # (module, key), buffer order
         self._gathered = False  # this step's gradients are in the flat buffer
         self._scratch = None  # (P,) the step's products, made by the first step
-
-    @staticmethod
-    def _owner(module, name):
-        for n, m, k in module.named_parameters(trainable_only=True):
-            if n == name:
-                return m, k
-        raise KeyError(name)
 
     def gradient(self):
         """Every trainable gradient as one (P,) array, in the buffer's order.
@@ -347,6 +338,6 @@ def make_optimizer(module, name: str, lr: float, weight_decay: float, momentum: 
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer {name!r}: not one of {', '.join(OPTIMIZERS)}")
-    if name == "sgd":
-        return SGD(module, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    return AdamW(module, lr=lr, weight_decay=weight_decay)
+    cls = OPTIMIZERS[name][0]
+    extra = {"momentum": momentum} if cls is SGD else {}
+    return cls(module, lr=lr, weight_decay=weight_decay, **extra)
