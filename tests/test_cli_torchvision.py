@@ -19,6 +19,25 @@ def _main(*argv) -> int:
     return main([str(a) for a in argv])
 
 
+def _in_torchvisions_order(got: list[dict], want_boxes) -> list[dict]:
+    """Our detections paired one to one with torchvision's by the nearest box, in its order.
+
+    Both sides sort by score, and float32 sums in another order can swap two detections
+    whose scores differ in the sixth digit (random weights give many such near-ties: on a
+    2-core AMD EPYC, 0.447046 / 0.447040 here against 0.447042 / 0.447038 there). Only
+    such swaps are allowed: the pairing must be one to one, and a detection that changes
+    place must have the score of the one it changes place with, to float32 tolerance.
+    """
+    boxes = np.array([d["box"] for d in got])
+    order = np.array([int(np.abs(boxes - b).max(axis=1).argmin()) for b in want_boxes])
+    assert sorted(order.tolist()) == list(range(len(got))), "boxes do not pair one to one"
+    scores = np.array([d["score"] for d in got])
+    moved = np.nonzero(order != np.arange(len(order)))[0]
+    print(f"{len(moved)} of {len(got)} detections in another place (near-equal scores)")
+    np.testing.assert_allclose(scores[order[moved]], scores[moved], rtol=1e-4)
+    return [got[j] for j in order]
+
+
 def test_imported_torchvision_maskrcnn_predicts_what_torchvision_predicts(tmp_path, capsys):
     """A randomly initialised ``maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)``
     saved with ``torch.save(model.state_dict())``, imported and run by ``predict``: the
@@ -52,6 +71,7 @@ def test_imported_torchvision_maskrcnn_predicts_what_torchvision_predicts(tmp_pa
     keep = want["scores"] >= 0.3
     want = {k: v[keep].numpy() for k, v in want.items()}
     assert len(got) == len(want["labels"]) > 10
+    got = _in_torchvisions_order(got, want["boxes"])
     assert [d["label"] for d in got] == [str(int(k)) for k in want["labels"]]
     np.testing.assert_allclose([d["score"] for d in got], want["scores"], rtol=1e-4)
     np.testing.assert_allclose([d["box"] for d in got], want["boxes"], rtol=1e-4, atol=1e-2)
