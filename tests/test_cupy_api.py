@@ -3,10 +3,13 @@
 The GPU path cannot be exercised on a machine without a GPU, but CuPy imports without
 one, so its namespace can be checked: this walks the package's source, collects every
 attribute read from a variable named ``xp`` (``xp.maximum``, ``xp.linalg.norm``, ...)
-and asserts CuPy has it. A NumPy-only function would otherwise fail only on a GPU.
+and asserts CuPy has it. A NumPy-only function would otherwise fail only on a GPU. The
+same walk checks that every such call's arguments bind to the CuPy function's signature
+(a keyword NumPy takes and CuPy does not, ``xp.argsort(a, order=...)``, fails the same way).
 """
 
 import ast
+import inspect
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,52 @@ def xp_attribute_chains(source: str) -> set[tuple[str, ...]]:
         if isinstance(cur, ast.Name) and cur.id == "xp":
             chains.add(tuple(reversed(parts)))
     return chains
+
+
+def xp_calls(source: str):
+    """``(chain, positional count, keyword names, line)`` of every ``xp.<chain>(...)`` call
+    whose arguments are all written out (no ``*args`` / ``**kwargs``)."""
+    calls = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        parts, cur = [], node.func
+        while isinstance(cur, ast.Attribute):
+            parts.append(cur.attr)
+            cur = cur.value
+        if not (isinstance(cur, ast.Name) and cur.id == "xp"):
+            continue  # not xp.<chain>(...): e.g. xp.zeros(n).astype(...) calls astype
+        if any(isinstance(a, ast.Starred) for a in node.args):
+            continue
+        if any(k.arg is None for k in node.keywords):
+            continue
+        chain = tuple(reversed(parts))
+        calls.append((chain, len(node.args), [k.arg for k in node.keywords], node.lineno))
+    return calls
+
+
+def signature_mismatch(cupy, chain, n_args: int, keywords) -> str | None:
+    """Why ``cupy.<chain>(n_args positional, keywords)`` cannot bind, or None if it can (or
+    CuPy does not say: a compiled function without a signature)."""
+    obj = cupy
+    for part in chain:
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None  # a missing name: test_every_xp_call_exists_in_cupy's to report
+    if isinstance(obj, cupy.ufunc):  # compiled: its call takes the operands and these
+        extra = sorted(set(keywords) - {"out", "dtype", "casting"})
+        if extra or n_args > obj.nin + obj.nout:
+            return f"ufunc {obj.__name__} takes {obj.nin} operands, out, dtype, casting"
+        return None
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+    try:
+        sig.bind(*[None] * n_args, **dict.fromkeys(keywords))
+    except TypeError as err:
+        return f"{err} (cupy.{'.'.join(chain)}{sig})"
+    return None
 
 
 def test_walker_finds_nested_chains():
@@ -86,3 +135,31 @@ def test_the_stand_in_offers_only_what_cupy_has():
     assert not missing, f"cpupy offers functions CuPy lacks: {missing}"
     methods = sorted(m for m in cpupy.catalog._METHODS if not hasattr(cupy.ndarray, m))
     assert not methods, f"cpupy.ndarray offers methods cupy.ndarray lacks: {methods}"
+
+
+def test_every_xp_call_binds_to_cupys_signature():
+    cupy = pytest.importorskip("cupy", reason="cupy-cuda12x is in the dev extra")
+    bad, checked = [], 0
+    for path in PACKAGE.rglob("*.py"):
+        for chain, n_args, keywords, line in xp_calls(path.read_text()):
+            checked += 1
+            why = signature_mismatch(cupy, chain, n_args, keywords)
+            if why:
+                bad.append(f"{path.relative_to(PACKAGE)}:{line}: xp.{'.'.join(chain)}: {why}")
+    assert checked > 300, f"only {checked} xp calls found: the walker is broken"
+    assert not bad, "calls CuPy would refuse:\n" + "\n".join(bad)
+
+
+def test_signature_check_catches_what_cupy_refuses():
+    """The check itself: keywords and argument counts CuPy does not take are caught."""
+    cupy = pytest.importorskip("cupy", reason="cupy-cuda12x is in the dev extra")
+    source = ("xp.argsort(a, order='x')\nxp.maximum(a, b, where=m)\nxp.concatenate(a, 0, o, 1)\n"
+              "xp.argsort(a, axis=1, kind='stable')\nxp.maximum(a, 0, out=a)\n"
+              "xp.zeros(3).astype(t, copy=False)\n")  # the last call is astype's, not xp's
+    calls = xp_calls(source)
+    assert [c[0] for c in calls] == [("argsort",), ("maximum",), ("concatenate",),
+                                     ("argsort",), ("maximum",), ("zeros",)]
+    assert calls[-1][1:3] == (1, [])
+    verdicts = [signature_mismatch(cupy, *c[:3]) for c in calls]
+    print(verdicts)
+    assert all(verdicts[:3]) and not any(verdicts[3:])
