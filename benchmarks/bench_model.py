@@ -11,6 +11,10 @@ Cases (float32, default threads):
 - inference: one 800x1067 image (resized to 800x1067 -> padded 800x1088), the mask head
   on 100 boxes (score threshold 0 so that 100 detections survive on random weights).
 - the ``shapes()`` preset's train step (batch 4, 128x128), ours only.
+- sgemm: one 2048x2048 @ 2048x2048 float32 matrix product, NumPy's ``@`` against torch's.
+  Not a model case: it says how fast each framework's BLAS is on this CPU (NumPy's wheel
+  ships OpenBLAS, torch's MKL and oneDNN), which moves the model ratios from one machine
+  to another: our time is mostly GEMMs (``conv_fast.py``).
 
 Each framework runs in its own subprocess so that peak RSS (``ru_maxrss``) is its own.
 Ours keeps freed memory for reuse (``npmaskrcnn.engine.memory.keep_freed_memory``, as its
@@ -67,6 +71,15 @@ def timeit(fn, repeat):
     return min(times), float(np.median(times))
 
 
+SGEMM_SIZE = 2048
+
+
+def sgemm_operands(seed=0):
+    """The two (SGEMM_SIZE, SGEMM_SIZE) float32 operands of the sgemm case."""
+    rng = np.random.default_rng(seed)
+    return [rng.random((SGEMM_SIZE, SGEMM_SIZE), dtype=np.float32) for _ in range(2)]
+
+
 def run_ours(case, repeat):
     from npmaskrcnn.config import r50_fpn, shapes
     from npmaskrcnn.engine.optim import SGD
@@ -97,6 +110,9 @@ def run_ours(case, repeat):
         t = timeit(infer, repeat)
         assert len(out["d"][0]["boxes"]) == 100, len(out["d"][0]["boxes"])
         return t
+    if case == "sgemm":
+        a, b = sgemm_operands()
+        return timeit(lambda: a @ b, repeat)
     if case == "shapes":
         model = MaskRCNN(shapes(num_classes=5))
         opt = SGD(model, lr=1e-4, momentum=0.9)
@@ -153,6 +169,9 @@ def run_torch(case, repeat):
         t = timeit(infer, repeat)
         assert len(out["d"][0]["boxes"]) == 100
         return t
+    if case == "sgemm":
+        a, b = (torch.from_numpy(m) for m in sgemm_operands())
+        return timeit(lambda: a @ b, repeat)
     raise ValueError(case)
 
 
@@ -184,7 +203,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="one timed repeat")
-    ap.add_argument("--cases", nargs="*", default=["train", "infer", "shapes"])
+    ap.add_argument("--cases", nargs="*", default=["train", "infer", "shapes", "sgemm"])
     ap.add_argument("--child", nargs=2, metavar=("FRAMEWORK", "CASE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     repeat = 1 if a.quick else a.repeat
