@@ -190,6 +190,7 @@ def get_xp(*arrays: Any):
 
 def asnumpy(x: Any) -> np.ndarray:
     """A NumPy copy of ``x`` on the host (no copy when it already is NumPy)."""
+    __tracebackhide__ = True  # cpupy's trace names the caller's line (the sync is theirs)
     if is_device_array(x):
         return x.get()
     return np.asarray(x)
@@ -197,6 +198,7 @@ def asnumpy(x: Any) -> np.ndarray:
 
 def to_backend(x: Any, backend: str | None = None, dtype=None):
     """``x`` as an array of ``backend`` (default: the default backend)."""
+    __tracebackhide__ = True  # cpupy's trace names the caller's line
     xp = xp_for(backend)
     if xp is np:
         return np.asarray(asnumpy(x), dtype=dtype)
@@ -212,6 +214,7 @@ def scatter_add(target, indices, values) -> None:
     ``target[indices] += values`` would keep only one of several writes to the same
     element, which is wrong for every backward pass that scatters gradients.
     """
+    __tracebackhide__ = True  # cpupy's trace names the caller's line
     if type(target) is cpupy.ndarray:
         cpupy.scatter_add(target, indices, values)
     elif is_cupy_array(target):

@@ -190,7 +190,31 @@ def test_fusion_refuses_what_a_fused_kernel_cannot_do():
         total(cp.ones((3, 2)))
     with pytest.raises(TypeError, match="Unsupported type"):
         _axpy_and_sign(1.0, cp.ones(3), np.ones(3))  # a host array mixed in
+    # refused even where the output keeps the broadcast shape: a reduction, an index,
+    # a reshape or a transpose is not one elementwise kernel
+    x = cp.ones((3, 3))
+    for body in (lambda xp, a: a - a.mean(axis=1, keepdims=True),
+                 lambda xp, a: a - xp.add.reduce(a, axis=0, keepdims=True),
+                 lambda xp, a: a[::-1] * 2, lambda xp, a: a.reshape(3, 3) + 1,
+                 lambda xp, a: a.T + a):
+        with pytest.raises(ValueError, match="a fused kernel is elementwise"):
+            fused(body)(x)
+    ok = fused(lambda xp, a: xp.where(a > 0, xp.exp(a), 0).astype(np.float32) * 2)(x)
+    assert ok.dtype == np.float32 and float(ok.sum()) == pytest.approx(18 * np.e, rel=1e-6)
     out = cp.fuse(lambda x: x)(cp.ones(2))  # an input returned is copied, as a kernel writes
     with cp.counting() as c:
         z = cp.fuse(lambda x, y: x + y)(1.0, 2.0)  # no device array: runs as written
     assert z == 3.0 and c.ops == 0 and get_xp(out) is cp
+
+
+def test_backend_helpers_leave_their_events_to_the_caller():
+    """A sync made through ``backend.asnumpy`` (or an op through ``scatter_add`` or
+    ``to_backend``) is traced to the line that called it, as a fused call's is."""
+    a = cp.ones(4)
+    with cp.counting(trace=True) as c:
+        asnumpy(a)
+        scatter_add(a, cp.asarray(np.array([0, 0])), cp.ones(2))
+        to_backend(np.ones(2), "cpupy")
+    sites = [site for (kind, site), _ in c.sites.items()]
+    print(sites)
+    assert sites and all("test_cpupy.py" in site for site in sites)

@@ -143,6 +143,49 @@ def scatter_add(target, indices, values) -> None:
     _count("ops")
 
 
+class _Elementwise(np.ndarray):
+    """A fused function's array arguments as ``fuse`` hands them over: a NumPy view that
+    refuses what a fused kernel cannot hold. ``cupy.fuse`` compiles one elementwise kernel,
+    so a reduction (``x.sum()``, ``x.mean(axis, keepdims=True)``, ``np.add.reduce``), an
+    index, a reshape or a transpose inside is refused here even where the output keeps
+    the broadcast shape. Arithmetic, comparisons, ufuncs, ``where`` and ``astype`` pass."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method != "__call__":  # reduce, accumulate, outer, at
+            _refuse(f"{ufunc.__name__}.{method}")
+        args = [a.view(np.ndarray) if isinstance(a, _Elementwise) else a for a in inputs]
+        if "out" in kwargs:
+            kwargs["out"] = tuple(o.view(np.ndarray) if isinstance(o, _Elementwise) else o
+                                  for o in kwargs["out"])
+        result = getattr(ufunc, method)(*args, **kwargs)
+        if type(result) is tuple:
+            return tuple(_view(r) for r in result)
+        return _view(result)
+
+
+def _view(a):
+    return a.view(_Elementwise) if type(a) is np.ndarray else a
+
+
+def _refuse(what: str):
+    raise ValueError(f"cpupy.fuse: {what} inside a fused function: a fused kernel is "
+                     "elementwise (arithmetic, comparisons, ufuncs, where, astype)")
+
+
+def _refusing(name: str):
+    def method(self, *args, **kwargs):
+        _refuse(f".{name}()" if not name.startswith("__") else "indexing")
+    method.__name__ = name
+    return method
+
+
+for _name in ("sum mean max min prod any all argmax argmin std var cumsum cumprod ptp dot "
+              "reshape ravel flatten transpose swapaxes squeeze take sort argsort nonzero "
+              "repeat __getitem__ __setitem__").split():
+    setattr(_Elementwise, _name, _refusing(_name))
+_Elementwise.T = property(lambda self: _refuse(".T"))
+
+
 def fuse(*args, kernel_name=None):
     """``cupy.fuse``: an elementwise function of device arrays run as one kernel (one op).
 
@@ -150,9 +193,10 @@ def fuse(*args, kernel_name=None):
     from its operators and ufuncs, so ``a * b + c`` costs one launch instead of two. Here
     the function runs on the arrays' NumPy data (so its ufuncs must be NumPy's:
     ``backend.fused`` hands it the module) and counts one op; as a fused kernel
-    it must be elementwise: every output has the broadcast shape of the array arguments (a
-    reduction, an index or a reshape inside is refused). Called without device arrays it
-    runs as written, as CuPy's does.
+    it must be elementwise: every output has the broadcast shape of the array arguments,
+    and the arguments are ``_Elementwise`` views that refuse a reduction, an index, a
+    reshape or a transpose inside. Called without device arrays it runs as written, as
+    CuPy's does.
     """
 
     def decorate(func):
@@ -161,7 +205,8 @@ def fuse(*args, kernel_name=None):
         def fused(*call_args):
             if not any(type(a) is ndarray for a in call_args):
                 return func(*call_args)
-            data = [_unwrap(a) for a in call_args]  # a NumPy array here: CuPy's TypeError
+            # a NumPy array here: CuPy's TypeError; arrays as _Elementwise views
+            data = [_view(_unwrap(a)) for a in call_args]
             shape = np.broadcast_shapes(*(a.shape for a in call_args if type(a) is ndarray))
             result = func(*data)
             outputs = result if type(result) is tuple else (result,)
@@ -171,6 +216,7 @@ def fuse(*args, kernel_name=None):
                                      f"the broadcast shape {shape} of its arguments: a fused "
                                      "kernel is elementwise")
             _count("ops")
+            # a kernel writes new arrays: an argument returned as it is is copied
             wrapped = tuple(ndarray(np.array(out, copy=any(out is d for d in data)))
                             for out in outputs)
             return wrapped if type(result) is tuple else wrapped[0]
