@@ -25,3 +25,17 @@ def test_no_package_file_is_longer_than_a_reader_can_hold():
     long = {str(p.relative_to(ROOT)): n for p in sorted((ROOT / "npmaskrcnn").rglob("*.py"))
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert not long, f"files over {MAX_LINES} lines: {long}"
+
+
+def test_importing_any_module_runs_nothing(tmp_path, monkeypatch):
+    """Every module of the package imports without side effects: no run starts, nothing is
+    written (a ``__main__.py`` acts only under ``python -m``). A documentation tool or a
+    scan of the package imports them all."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)  # anything written by accident lands here, and is seen
+    names = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts)
+                   for p in (ROOT / "npmaskrcnn").rglob("*.py"))
+    for name in names:
+        importlib.import_module(name.removesuffix(".__init__"))
+    assert len(names) > 50 and list(tmp_path.iterdir()) == []

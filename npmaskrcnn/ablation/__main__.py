@@ -3,4 +3,5 @@ of ``--jobs`` start this way."""
 
 from .cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # importing the package's modules (a docs tool, a scan) runs nothing
+    raise SystemExit(main())
