@@ -124,8 +124,8 @@ class fused:
     Decorate a function ``fn(xp, *args)`` that uses only arithmetic, comparisons and
     ``xp``'s elementwise ufuncs (``xp.maximum``, ``xp.where``, ``xp.exp``, ``astype``) on
     arrays that broadcast against each other: no reduction, indexing or reshape (cpupy
-    refuses an output that is not of the arguments' broadcast shape). It is called
-    without ``xp``: ``y = f(a, b)``.
+    refuses them inside, and an output not of the arguments' broadcast shape). It is
+    called without ``xp``: ``y = f(a, b)``.
     """
 
     def __init__(self, fn):

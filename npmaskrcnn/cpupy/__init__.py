@@ -22,7 +22,8 @@ boundary, like ``cupy.ndarray`` (the idea of GPAW's NumPy-backed ``cpupy``):
   ``tolist``/``get`` of an array, boolean-mask indexing (its output size is data
   dependent, CuPy reads a count back), ``nonzero`` and its relatives. Host-to-device
   copies are counted apart (*h2d*). ``cpupy.fuse``, as ``cupy.fuse``, makes one kernel
-  (one op) of an elementwise function; it refuses one whose outputs are not elementwise.
+  (one op) of an elementwise function; it refuses a reduction, an index, a reshape or a
+  transpose inside, and an output not of the arguments' broadcast shape.
 
 The counts are deterministic, so a test can assert a budget and a benchmark can report
 where the launches come from (``counting(trace=True)``). One op is about one CuPy kernel
