@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import get_xp
+from ..backend import fused, get_xp, on_device
 
 
 def box_area(boxes):
@@ -95,8 +95,10 @@ def table_iou(a, b):
     """IoU of two broadcastable (5, ...) box tables (see ``box_table``).
 
     Used by ``box_iou`` and by NMS, so both compute IoU with the same float
-    operations in the same order as torchvision. In-place operations into three
-    buffers keep allocations of the (broadcast) result shape few.
+    operations in the same order as torchvision. On a CPU, in-place operations into
+    three buffers keep allocations of the (broadcast) result shape few; on a GPU the
+    same formula is one fused kernel (``_fused_iou``) instead of a dozen launches.
+    (As one fused function on NumPy too it made NMS and ``box_iou`` 7-10% slower.)
 
     Args:
         a: (5, ...) table, e.g. (5, N, 1).
@@ -105,6 +107,8 @@ def table_iou(a, b):
         the broadcast shape without the leading 5, e.g. (N, M).
     """
     xp = get_xp(a, b)
+    if on_device(xp) and a.dtype.kind == "f":
+        return _fused_iou(*a, *b, np.finfo(a.dtype).tiny)
     inter = xp.minimum(a[2], b[2])  # min(x2) - max(x1), clipped at 0
     tmp = xp.maximum(a[0], b[0])
     inter -= tmp
@@ -124,6 +128,14 @@ def table_iou(a, b):
         inter /= union
         return inter
     return inter / xp.maximum(union, 1)
+
+
+@fused
+def _fused_iou(xp, ax1, ay1, ax2, ay2, a_area, bx1, by1, bx2, by2, b_area, tiny):
+    """``table_iou``'s float formula in its order, as one kernel (see there for ``tiny``)."""
+    inter = xp.maximum(xp.minimum(ax2, bx2) - xp.maximum(ax1, bx1), 0)
+    inter = inter * xp.maximum(xp.minimum(ay2, by2) - xp.maximum(ay1, by1), 0)
+    return inter / xp.maximum(a_area + b_area - inter, tiny)
 
 
 def clip_boxes_to_image(boxes, size):

@@ -114,6 +114,26 @@ def test_table_iou_broadcasts_like_box_iou():
     np.testing.assert_array_equal(got.reshape(6, 4), box_iou(a, b))
 
 
+def test_table_iou_same_bits_on_both_engines():
+    """The device's fused kernel and the CPU's in-place steps are one formula in one order:
+    the same float32 bits, degenerate (zero-area) pairs included, and one launch."""
+    from npmaskrcnn import cpupy
+
+    rng = np.random.default_rng(5)
+    a = random_boxes(rng, 40, size=300, max_wh=120).astype(np.float32)
+    b = random_boxes(rng, 30, size=300, max_wh=120).astype(np.float32)
+    a[:3, 2:] = a[:3, :2]  # zero-area boxes: IoU 0, not NaN
+    b[:2, 2:] = b[:2, :2]
+    ta, tb = box_table(a)[:, :, None], box_table(b)[:, None, :]
+    want = table_iou(ta, tb)
+    with cpupy.counting() as c:
+        got = table_iou(cpupy.asarray(ta), cpupy.asarray(tb))
+    print(f"device table_iou: {c.ops} launch(es); zero-area pairs: {(want[:3] == 0).all()}")
+    assert c.ops == 1 and c.syncs == 0
+    np.testing.assert_array_equal(asnumpy(got), want)
+    assert not np.isnan(want).any() and (want[:3] == 0).all()
+
+
 def test_box_iou_torchvision_parity_bitwise():
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
