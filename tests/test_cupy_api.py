@@ -19,20 +19,21 @@ import npmaskrcnn
 PACKAGE = Path(npmaskrcnn.__file__).parent
 
 
+def xp_chain(node) -> tuple[str, ...] | None:
+    """The attribute chain of ``xp.a.b`` as ("a", "b"); None unless the node is an
+    attribute chain rooted at the name ``xp`` (``xp.zeros(n).astype`` is rooted at a call)."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if parts and isinstance(node, ast.Name) and node.id == "xp":
+        return tuple(reversed(parts))
+    return None
+
+
 def xp_attribute_chains(source: str) -> set[tuple[str, ...]]:
     """Attribute chains read off the name ``xp``: ``xp.a.b`` -> ("a", "b")."""
-    chains = set()
-    for node in ast.walk(ast.parse(source)):
-        if not isinstance(node, ast.Attribute):
-            continue
-        parts = []
-        cur = node
-        while isinstance(cur, ast.Attribute):
-            parts.append(cur.attr)
-            cur = cur.value
-        if isinstance(cur, ast.Name) and cur.id == "xp":
-            chains.add(tuple(reversed(parts)))
-    return chains
+    return {chain for node in ast.walk(ast.parse(source)) if (chain := xp_chain(node))}
 
 
 def xp_calls(source: str):
@@ -40,19 +41,12 @@ def xp_calls(source: str):
     whose arguments are all written out (no ``*args`` / ``**kwargs``)."""
     calls = []
     for node in ast.walk(ast.parse(source)):
-        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+        if not isinstance(node, ast.Call) or (chain := xp_chain(node.func)) is None:
             continue
-        parts, cur = [], node.func
-        while isinstance(cur, ast.Attribute):
-            parts.append(cur.attr)
-            cur = cur.value
-        if not (isinstance(cur, ast.Name) and cur.id == "xp"):
-            continue  # not xp.<chain>(...): e.g. xp.zeros(n).astype(...) calls astype
         if any(isinstance(a, ast.Starred) for a in node.args):
             continue
         if any(k.arg is None for k in node.keywords):
             continue
-        chain = tuple(reversed(parts))
         calls.append((chain, len(node.args), [k.arg for k in node.keywords], node.lineno))
     return calls
 

@@ -153,11 +153,10 @@ class _Elementwise(np.ndarray):
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if method != "__call__":  # reduce, accumulate, outer, at
             _refuse(f"{ufunc.__name__}.{method}")
-        args = [a.view(np.ndarray) if isinstance(a, _Elementwise) else a for a in inputs]
+        args = [_plain(a) for a in inputs]
         if "out" in kwargs:
-            kwargs["out"] = tuple(o.view(np.ndarray) if isinstance(o, _Elementwise) else o
-                                  for o in kwargs["out"])
-        result = getattr(ufunc, method)(*args, **kwargs)
+            kwargs["out"] = tuple(_plain(o) for o in kwargs["out"])
+        result = ufunc(*args, **kwargs)
         if type(result) is tuple:
             return tuple(_view(r) for r in result)
         return _view(result)
@@ -165,6 +164,10 @@ class _Elementwise(np.ndarray):
 
 def _view(a):
     return a.view(_Elementwise) if type(a) is np.ndarray else a
+
+
+def _plain(a):
+    return a.view(np.ndarray) if isinstance(a, _Elementwise) else a
 
 
 def _refuse(what: str):
