@@ -2,6 +2,7 @@
 
     python benchmarks/bench_device.py            # counts on the cpupy stand-in; GPU times if any
     python benchmarks/bench_device.py --quick    # fewer repeats (under 5 min on a GPU)
+    python benchmarks/bench_device.py --quick --profile   # + the kernels the GPU ran (torch)
     python benchmarks/bench_device.py --count-only --trace 8   # + the busiest source lines
 
 On a GPU, a step of small kernels is bound by how many kernels it launches (a few
@@ -10,7 +11,11 @@ queue). Both are counted on ``cpupy``, the strict CPU stand-in for CuPy
 (``npmaskrcnn/cpupy/``): deterministic, and runnable on any machine. ``ops`` ~ kernel
 launches, ``syncs`` = reads of device data by the host, ``h2d`` = host-to-device copies.
 Where CuPy sees a GPU, every case is also timed on it (first call apart: it includes
-CuPy's kernel compilation) beside torchvision on CUDA on the same GPU.
+CuPy's kernel compilation) beside torchvision on CUDA on the same GPU. ``--profile`` then
+runs one more call of each case under torch's profiler, which sees every kernel the GPU ran
+(CuPy's and cuBLAS's too): how many there were against the stand-in's count, and how much
+of the wall time the GPU was busy with them (the rest is the host: Python, CuPy's
+dispatch, waits at syncs), so one run tells a launch-bound step from a kernel-bound one.
 
 Cases (float32):
 
@@ -218,11 +223,42 @@ def wall_times(step, sync, repeat: int):
     return first, min(times), float(np.median(times))
 
 
-def gpu_times(case: str, repeat: int):
-    """Our CuPy times and torchvision's CUDA times for ``case`` (None where unavailable)."""
+def kernel_table(events, device_type) -> dict:
+    """{name: [calls, seconds]} of the profiler events that ran on ``device_type``."""
+    table = {}
+    for e in events:
+        if e.device_type == device_type:
+            row = table.setdefault(e.name, [0, 0.0])
+            row[0] += 1
+            row[1] += (e.time_range.end - e.time_range.start) / 1e6  # microseconds
+    return table
+
+
+def profile_kernels(step, sync):
+    """The kernels one call of ``step`` ran on the GPU (``kernel_table``), read with torch's
+    profiler: CUPTI records every kernel of the process, whichever library launched it.
+    None where torch cannot profile CUDA (no torch, no CUDA, or no kernel seen)."""
+    try:
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        sync()
+    return kernel_table(prof.events(), torch.autograd.DeviceType.CUDA) or None
+
+
+def gpu_times(case: str, repeat: int, profile: bool = False):
+    """Our CuPy times and torchvision's CUDA times for ``case`` (None where unavailable),
+    and with ``profile`` our step's kernels (``profile_kernels``)."""
     import cupy
 
-    ours = wall_times(build_ours(case, "cupy"), cupy.cuda.Device().synchronize, repeat)
+    step, sync = build_ours(case, "cupy"), cupy.cuda.Device().synchronize
+    ours = wall_times(step, sync, repeat)
+    kernels = profile_kernels(step, sync) if profile else None
     theirs = None
     try:
         import torch
@@ -234,7 +270,20 @@ def gpu_times(case: str, repeat: int):
                 theirs = wall_times(step, torch.cuda.synchronize, repeat)
     except ImportError:
         pass
-    return ours, theirs
+    return ours, theirs, kernels
+
+
+def print_kernels(case: str, counted, wall: float, kernels, top: int = 5) -> None:
+    """One row of ``--profile``: kernels seen against ops counted, busy time against wall."""
+    if not kernels:
+        print(f"{case:<10} no kernels seen (profiling needs torch with CUDA)")
+        return
+    n = sum(calls for calls, _ in kernels.values())
+    busy = sum(seconds for _, seconds in kernels.values())
+    print(f"{case:<10} {counted:>8} {n:>8} {1e3 * busy:>10.2f} {1e3 * wall:>8.2f} "
+          f"{100 * busy / wall:>5.0f}%")
+    for name, (calls, seconds) in sorted(kernels.items(), key=lambda kv: -kv[1][1])[:top]:
+        print(f"    {1e3 * seconds:>8.3f} ms {calls:>5}x  {name[:70]}")
 
 
 def main(argv=None):
@@ -246,13 +295,17 @@ def main(argv=None):
     ap.add_argument("--count-only", action="store_true", help="no GPU timing")
     ap.add_argument("--trace", type=int, default=0, metavar="N",
                     help="list the N source lines with the most ops and syncs per case")
+    ap.add_argument("--profile", action="store_true",
+                    help="on a GPU: the kernels of one call, from torch's profiler")
     a = ap.parse_args(argv)
     from npmaskrcnn.backend import cupy_available
 
     print("counted on the cpupy stand-in (one step after a warm-up step)")
     print(f"{'case':<10} {'ops':>7} {'syncs':>6} {'h2d':>5}   budget (ops / syncs)")
+    counted = {}
     for case in a.cases:
         c = count(case, trace=a.trace > 0)
+        counted[case] = c.ops
         budget = BUDGETS.get(case)
         verdict = ""
         if budget:
@@ -270,11 +323,21 @@ def main(argv=None):
     repeat = 2 if a.quick else 5
     print(f"\nGPU wall time, best of {repeat} after a first call (ms)")
     print(f"{'case':<10} {'first':>8} {'ours':>8} {'torchvision':>12} {'ratio':>6}")
+    profiles = {}
     for case in a.cases:
-        ours, theirs = gpu_times(case, repeat)
+        ours, theirs, kernels = gpu_times(case, repeat, a.profile)
         tv = f"{1e3 * theirs[1]:>12.2f}" if theirs else f"{'-':>12}"
         ratio = f"{ours[1] / theirs[1]:>6.2f}" if theirs else f"{'-':>6}"
         print(f"{case:<10} {1e3 * ours[0]:>8.1f} {1e3 * ours[1]:>8.2f} {tv} {ratio}", flush=True)
+        profiles[case] = (kernels, ours[1])
+    if not a.profile:
+        return
+    print("\nGPU kernels of one more call (torch's profiler): kernels seen against the ops "
+          "counted\non the stand-in, and kernel time against the best wall time (busy)")
+    print(f"{'case':<10} {'counted':>8} {'kernels':>8} {'kernel ms':>10} {'wall ms':>8} "
+          f"{'busy':>6}")
+    for case, (kernels, wall) in profiles.items():
+        print_kernels(case, counted[case], wall, kernels)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 $PY -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__, 'CUDA', cupy.cuda.runtime.runtimeGetVersion())" | tee -a "$LOG/gpu.txt"
 
 start=$SECONDS
-echo "== 1. device benchmark (counts on the stand-in, then GPU wall times)"
-timeout "${BENCH_LIMIT:-200}" $PY benchmarks/bench_device.py --quick 2>&1 | tee "$LOG/bench.txt"
+echo "== 1. device benchmark (counts on the stand-in, GPU wall times, the kernels of each case)"
+timeout "${BENCH_LIMIT:-200}" $PY benchmarks/bench_device.py --quick --profile 2>&1 | tee "$LOG/bench.txt"
 
 echo "bench: $((SECONDS - start)) s"; start=$SECONDS
 echo "== 2. the tests that run on CuPy (every test with the xp fixture, and the model tests)"
