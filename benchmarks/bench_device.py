@@ -57,6 +57,15 @@ OP_CASES = ("conv", "roi_align", "nms")
 # ----------------------------------------------------------------------------- cases
 
 
+def shapes_batch():
+    """The ``shapes`` case's batch: 4 images of 128 px, labels 1..4 (the preset's 5 classes
+    with the background), as NumPy arrays."""
+    images, targets = make_batch(4, 128, 128)
+    for t in targets:
+        t["labels"] = t["labels"] % 4 + 1
+    return images, targets
+
+
 def build_ours(case: str, backend: str):
     """A zero-argument function running one step of ``case`` on ``backend``."""
     from npmaskrcnn.backend import to_backend
@@ -68,9 +77,7 @@ def build_ours(case: str, backend: str):
     if case in ("shapes", "train"):
         if case == "shapes":
             model = MaskRCNN(shapes(num_classes=5), backend=backend)
-            images, targets = make_batch(4, 128, 128)
-            for t in targets:
-                t["labels"] = t["labels"] % 4 + 1
+            images, targets = shapes_batch()
         else:
             cfg = r50_fpn()
             cfg.transform.min_size = cfg.transform.max_size = 512
@@ -265,9 +272,9 @@ def gpu_times(case: str, repeat: int, profile: bool = False):
 
         if torch.cuda.is_available():
             torch.backends.cudnn.benchmark = False
-            step = build_torch(case, "cuda")
-            if step is not None:
-                theirs = wall_times(step, torch.cuda.synchronize, repeat)
+            tv_step = build_torch(case, "cuda")
+            if tv_step is not None:
+                theirs = wall_times(tv_step, torch.cuda.synchronize, repeat)
     except ImportError:
         pass
     return ours, theirs, kernels

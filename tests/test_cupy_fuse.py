@@ -16,18 +16,16 @@ file is skipped (there the CuPy tests run the kernels for real).
 """
 
 import functools
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 cupy = pytest.importorskip("cupy")
 
+from test_device_budget import load_bench  # noqa: E402 - bench_device's shapes batch
+
 from npmaskrcnn import backend, cpupy  # noqa: E402
 from npmaskrcnn.backend import cupy_available  # noqa: E402
-
-BENCH_MODEL = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_model.py"
 
 pytestmark = pytest.mark.skipif(cupy_available(), reason="a GPU runs the fused kernels")
 
@@ -58,13 +56,7 @@ def fused_calls():
         calls.setdefault(self, set()).add(tuple(signature(a) for a in args))
         return original(self, *args)
 
-    spec = importlib.util.spec_from_file_location("bench_model", BENCH_MODEL)
-    bench_model = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_model)
-    images, targets = bench_model.make_batch(4, 128, 128)  # bench_device's shapes batch
-    for t in targets:
-        t["labels"] = t["labels"] % 4 + 1
-    images, targets = to_device(images, targets, "cpupy")
+    images, targets = to_device(*load_bench().shapes_batch(), "cpupy")
     backend.fused.__call__ = recording
     try:
         model = MaskRCNN(shapes(num_classes=5), backend="cpupy")
@@ -92,15 +84,20 @@ def cupy_without_memory():
     cupy.cuda.set_allocator(previous)
 
 
+def arguments(args, array):
+    """Arguments of the signatures ``args``: arrays made by ``array(shape, dtype)``, NumPy
+    scalars of value 1, Python values as recorded."""
+    return [array(s[2], np.dtype(s[1])) if s[0] == "array"
+            else np.dtype(s[1]).type(1) if s[0] == "scalar" else s[1] for s in args]
+
+
 def fused_kernel(fn, args, array):
     """The kernel ``cupy.fuse`` builds for ``fn(cupy, *args)``, as the package calls it, and
     its output dtypes; ``(None, why)`` where CuPy fell back to its other fusion (which the
     package never relies on) or refused the function."""
     fusion = cupy.fuse(kernel_name=fn.__name__)(functools.partial(fn, cupy))
-    device_args = [array(s[2], np.dtype(s[1])) if s[0] == "array"
-                   else np.dtype(s[1]).type(0) if s[0] == "scalar" else s[1] for s in args]
     try:
-        fusion(*device_args)
+        fusion(*arguments(args, array))
     except cupy.cuda.runtime.CUDARuntimeError:
         pass  # the launch, after the kernel was built: no GPU here
     except Exception as err:  # noqa: BLE001 - what CuPy refused is the answer
@@ -114,9 +111,7 @@ def fused_kernel(fn, args, array):
 def numpy_dtypes(fn, args):
     """The output dtypes of ``fn`` run as written on NumPy arrays of ``args``' signatures."""
     with np.errstate(all="ignore"):  # ones everywhere: zero widths in the box coder
-        out = fn(np, *[np.ones(s[2], np.dtype(s[1])) if s[0] == "array"
-                       else np.dtype(s[1]).type(1) if s[0] == "scalar" else s[1]
-                       for s in args])
+        out = fn(np, *arguments(args, np.ones))
     return [np.asarray(o).dtype for o in (out if isinstance(out, tuple) else (out,))]
 
 
